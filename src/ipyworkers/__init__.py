@@ -1,0 +1,26 @@
+"""Task parallelism for notebooks: tag a cell (``%%worker 2``) or its lines
+(``# @1``) with workers; variables move between workers by themselves."""
+
+from .analysis import CodeNames, analyze
+from .coordinator import Cluster, ClusterError, WorkerStartError
+from .tasks import RemoteError, Task, TaskCancelled, TaskFailed, TaskGroup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cluster", "ClusterError", "WorkerStartError", "RemoteError", "Task", "TaskCancelled",
+    "TaskFailed", "TaskGroup", "CodeNames", "analyze", "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython) -> None:
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magics import unload
+
+    unload(ipython)

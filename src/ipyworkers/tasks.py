@@ -1,0 +1,154 @@
+"""Handles for work in flight, and the errors it can end with."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .dataflow import CANCELLED, DONE, FAILED, QUEUED
+
+
+class RemoteError(Exception):
+    """User code raised on a worker; the traceback points at the cell's lines."""
+
+    def __init__(self, worker: int, task: int, ename: str, evalue: str, traceback: list[str]):
+        super().__init__(f"{ename}: {evalue}")
+        self.worker = worker
+        self.task = task
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"{self.ename}: {self.evalue} (task #{self.task} on worker {self.worker})"
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of the local traceback of the magic."""
+        return [f"[worker {self.worker}] task #{self.task}", *self.traceback]
+
+
+class TaskCancelled(Exception):
+    """A task did not run because an input it needs failed or was lost."""
+
+    def __init__(self, worker: int, task: int, message: str):
+        super().__init__(message)
+        self.worker = worker
+        self.task = task
+
+    def __str__(self) -> str:
+        return f"task #{self.task} on worker {self.worker} was cancelled: {self.args[0]}"
+
+
+class TaskFailed(Exception):
+    """A task could not run or finish for a reason outside its code (a dead worker, a value
+    that would not unpickle)."""
+
+    def __init__(self, worker: int, task: int, message: str):
+        super().__init__(message)
+        self.worker = worker
+        self.task = task
+
+    def __str__(self) -> str:
+        return f"task #{self.task} on worker {self.worker} failed: {self.args[0]}"
+
+
+class Task:
+    """One piece of code on one worker. Thread-safe; finished by the coordinator."""
+
+    def __init__(self, task_id: int, worker: int, label: str, sink: Any = None, *,
+                 code: str | None = None, cell: int | None = None, want_result: bool = False):
+        self.id = task_id
+        self.worker = worker
+        self.label = label
+        self.sink = sink
+        self.code = code
+        self.cell = cell
+        self.want_result = want_result
+        self.state = QUEUED
+        self.submitted_at = time.monotonic()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self.kernel_parts: dict[str, list[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Task #{self.id} on worker {self.worker}: {self.state}>"
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> Task:
+        """Block until the task ends; ``TimeoutError`` if it has not by ``timeout`` seconds."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"task #{self.id} on worker {self.worker} still {self.state} after {timeout} s")
+        return self
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    @property
+    def result(self) -> Any:
+        """The value of the code's last expression (``None`` if none); raises the task's error."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _finish(self, state: str, result: Any = None, error: BaseException | None = None,
+                at: float | None = None) -> bool:
+        if self._done.is_set():
+            return False
+        self.state = state
+        self._result = result
+        self._error = error
+        self.finished_at = at if at is not None else time.monotonic()
+        self._done.set()
+        return True
+
+    def succeeded(self) -> bool:
+        return self.state == DONE
+
+    def failed(self) -> bool:
+        return self.state in (FAILED, CANCELLED)
+
+
+class TaskGroup:
+    """The tasks of one submission on several workers; behaves like one task."""
+
+    def __init__(self, tasks: Iterable[Task]):
+        self.tasks = list(tasks)
+
+    def __repr__(self) -> str:
+        return f"<TaskGroup {', '.join(f'#{t.id}@{t.worker}:{t.state}' for t in self.tasks)}>"
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def done(self) -> bool:
+        return all(t.done() for t in self.tasks)
+
+    def wait(self, timeout: float | None = None) -> TaskGroup:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for task in self.tasks:
+            task.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return self
+
+    @property
+    def error(self) -> BaseException | None:
+        return next((t.error for t in self.tasks if t.error is not None), None)
+
+    @property
+    def result(self) -> dict[int, Any]:
+        """{worker id: value of the last expression}; raises the first error."""
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        return {t.worker: t.result for t in self.tasks}
