@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
-from . import wire
+from . import parallel, wire
 from .analysis import CodeNames, analyze
 from .dataflow import CANCELLED, DONE, FAILED, KERNEL, RUNNING, Dataflow, TaskRecord, holder_name
 from .launchers import LocalLauncher, WorkerProcess
@@ -348,6 +348,34 @@ class Cluster:
                 raise handle.error
         return handle
 
+    def run_parallel(self, cell: str, *, default: int | None = None, block: bool = False,
+                     sink: Sink | None = None, cell_number: int | None = None) -> TaskGroup:
+        """Run a cell whose statements carry ``# @ID`` tags, each on its worker; the
+        variables they share move between workers by themselves."""
+        self._require_running()
+        groups = parallel.split(_transform(cell), self._check_ids(None), default)
+        with self._lock:
+            tasks = [
+                self._submit(g.worker, g.code, analyze(g.source), sink, cell_number, False, _label(g.source))
+                for g in groups
+            ]
+            self._dispatch_ready()
+        group = TaskGroup(tasks)
+        if block:
+            group.wait()
+            if group.error is not None:
+                raise group.error
+        return group
+
+    def plan_parallel(self, cell: str, *, default: int | None = None) -> str:
+        """The per-worker programs of a tagged cell, with their sends and receives; runs nothing."""
+        workers = self._check_ids(None) if self._running else list(range(1, self.n_workers + 1))
+        groups = parallel.split(_transform(cell), workers, default)
+        with self._lock:
+            kernel_names = {n for n in self.namespace if self._kernel_has(n)}
+            steps = parallel.plan(groups, self.flow, kernel_names)
+        return parallel.render(steps, workers)
+
     def _submit(self, worker: int, code: str | None, names: CodeNames, sink: Sink | None, cell: int | None,
                 want_result: bool, label: str, sources: dict[str, int] | None = None) -> Task:
         reads = names.reads | (names.builtin_reads & self.flow.latest.keys())
@@ -508,6 +536,7 @@ class Cluster:
 
     def _await_pull(self, name: str, version: int, source: int, req: int, future: Future,
                     timeout: float | None) -> Any:
+        started = time.monotonic()
         try:
             status, info, parts = future.result(timeout)
         except TimeoutError:
@@ -521,8 +550,12 @@ class Cluster:
         if status == "missing":
             raise NameError(f"name {name!r} is not defined on worker {source}")
         value = wire.loads_value(name, parts, "the kernel")
+        size = sum(len(p) for p in parts)
         with self._lock:
-            self.flow.pulled(name, version, sum(len(p) for p in parts))
+            self.flow.pulled(name, version, size)
+        ended = time.monotonic()
+        self.events.record(ev.TRANSFER, worker=KERNEL, at=ended, name=name, source=source, dest=KERNEL,
+                           bytes=size, start=started, end=ended)
         return value
 
     def _require_defined(self, name: str) -> int:
@@ -556,12 +589,23 @@ class Cluster:
         """Block until the work in flight on these workers ends; raise the first error."""
         self._require_running()
         targets = self._check_ids(ids)
-        with self._lock:
-            pending = [self._tasks[r.id] for r in self.flow.unfinished(targets)]
-        group = TaskGroup(pending)
+        group = TaskGroup(self.unfinished(targets))
         group.wait(timeout)
         if group.error is not None:
             raise group.error
+
+    def unfinished(self, ids: Iterable[int] | None = None) -> list[Task]:
+        """Tasks submitted and not yet ended, on these workers."""
+        with self._lock:
+            return [self._tasks[r.id] for r in self.flow.unfinished(ids)]
+
+    def note_kernel_cell(self, code: str) -> None:
+        """Code ran in the kernel itself: the names it bound there are now the current values."""
+        names = analyze(_transform(code))
+        bound = [n for n in names.writes if self._kernel_has(n)]
+        if bound:
+            with self._lock:
+                self.flow.note_kernel_writes(bound)
 
     def tasks(self) -> list[Task]:
         with self._lock:

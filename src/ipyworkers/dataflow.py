@@ -198,13 +198,17 @@ class Dataflow:
         return None
 
     def _held_for_readers(self, task: TaskRecord) -> bool:
+        """Would ``task`` replace a value on its worker that an earlier task still has to fetch from there?"""
         overwritten = task.writes | {d.name for d in task.deps if d.source != task.worker}
         for name in overwritten:
             for reader_id in self._fetchers.get(name, ()):
-                reader = self.tasks[reader_id]
-                if reader_id < task.id and reader.worker != task.worker:
+                if reader_id < task.id and self._fetch_source(self.tasks[reader_id], name) == task.worker:
                     return True
         return False
+
+    @staticmethod
+    def _fetch_source(reader: TaskRecord, name: str) -> int | None:
+        return next((d.source for d in reader.deps if d.name == name), None)
 
     # -- progress --------------------------------------------------------------------
 

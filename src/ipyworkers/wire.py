@@ -186,6 +186,7 @@ class Connection:
         self.sock = sock
         self._send_lock = threading.Lock()
         self.closed = False
+        self.bytes_received = 0
 
     def send(self, msg: Any, parts: Sequence[Any] = ()) -> None:
         head = pickle.dumps(msg, protocol=5)
@@ -204,6 +205,7 @@ class Connection:
             raise ConnectionClosed(str(exc)) from exc
         if not parts:
             raise FrameError("empty frame")
+        self.bytes_received += sum(len(p) for p in parts)
         return pickle.loads(parts[0]), parts[1:]
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import shutil
 import signal
 import socket
 import sys
@@ -167,8 +168,9 @@ class PeerClient:
 
 class Worker:
     def __init__(self, worker_id: int, n_workers: int, conn: Connection, listener: socket.socket,
-                 key: bytes, parent_pid: int, colors: str):
+                 key: bytes, parent_pid: int, colors: str, runtime_dir: str):
         self.id = worker_id
+        self.runtime_dir = runtime_dir
         self.n_workers = n_workers
         self.conn = conn
         self.listener = listener
@@ -198,8 +200,10 @@ class Worker:
             self.die()
 
     def die(self) -> None:
-        """The kernel is gone: take this process group (user subprocesses too) down."""
+        """The kernel is gone: remove its runtime directory (nobody else will) and take
+        this process group, user subprocesses too, down."""
         try:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
             os.killpg(os.getpgrp(), signal.SIGKILL)
         finally:
             os._exit(1)
@@ -587,7 +591,7 @@ def main(argv: list[str] | None = None) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(peer_path)
     listener.listen(64)
-    worker = Worker(args.id, args.n_workers, conn, listener, key, args.parent_pid, args.colors)
+    worker = Worker(args.id, args.n_workers, conn, listener, key, args.parent_pid, args.colors, args.runtime_dir)
     conn.send(("hello", {"id": args.id, "pid": os.getpid(), "host": socket.gethostname(), "peer": peer_path}))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     worker.serve_forever()

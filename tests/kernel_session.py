@@ -1,0 +1,185 @@
+"""A real ipykernel driven through jupyter_client, as a notebook frontend drives it.
+
+Keeps every iopub message, and follows ``ipywidgets.Output`` widgets through their
+comm messages, so a test can read what a non-blocking cell's output area shows.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+@dataclass
+class CellResult:
+    msg_id: str
+    reply: dict
+    outputs: list[dict] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.reply["content"]["status"]
+
+    @property
+    def stdout(self) -> str:
+        return "".join(o["text"] for o in self.outputs if o.get("name") == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(o["text"] for o in self.outputs if o.get("name") == "stderr")
+
+    @property
+    def error(self) -> dict | None:
+        content = self.reply["content"]
+        return content if content["status"] == "error" else None
+
+    @property
+    def error_text(self) -> str:
+        error = self.error
+        return plain("\n".join(error["traceback"]) + f"\n{error['ename']}: {error['evalue']}") if error else ""
+
+    def widget_ids(self) -> list[str]:
+        ids = []
+        for o in self.outputs:
+            data = o.get("data", {})
+            view = data.get("application/vnd.jupyter.widget-view+json")
+            if view:
+                ids.append(view["model_id"])
+        return ids
+
+
+class KernelSession:
+    def __init__(self, kernel_name: str = "python3", extra_env: dict | None = None):
+        self.km = KernelManager(kernel_name=kernel_name)
+        env = dict(extra_env or {})
+        self.km.start_kernel(env={**_os_environ(), **env})
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.messages: list[dict] = []
+        self.widget_outputs: dict[str, tuple] = {}
+        self._by_parent: dict[str, list[dict]] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    def _pump(self, timeout: float) -> bool:
+        try:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+        except queue.Empty:
+            return False
+        self.messages.append(msg)
+        parent = msg.get("parent_header", {}).get("msg_id")
+        self._by_parent.setdefault(parent, []).append(msg)
+        content = msg["content"]
+        if msg["msg_type"] in ("comm_open", "comm_msg"):
+            state = content.get("data", {}).get("state", {})
+            if "outputs" in state:
+                self.widget_outputs[content["comm_id"]] = tuple(state["outputs"])
+        return True
+
+    def pump_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._pump(max(0.0, min(0.05, deadline - time.monotonic())))
+
+    def execute(self, code: str, timeout: float = 60) -> CellResult:
+        msg_id = self.kc.execute(code)
+        deadline = time.monotonic() + timeout
+        reply = None
+        while reply is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"cell did not finish within {timeout} s:\n{code}")
+            try:
+                reply = self.kc.get_shell_msg(timeout=min(0.1, remaining))
+                if reply["parent_header"].get("msg_id") != msg_id:
+                    reply = None
+            except queue.Empty:
+                pass
+            while self._pump(0):
+                pass
+        self._drain_until_idle(msg_id, deadline)
+        outputs = [
+            {"msg_type": m["msg_type"], **m["content"]}
+            for m in self._by_parent.get(msg_id, [])
+            if m["msg_type"] in ("stream", "display_data", "execute_result", "error")
+        ]
+        return CellResult(msg_id, reply, outputs)
+
+    def _drain_until_idle(self, msg_id: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            msgs = self._by_parent.get(msg_id, [])
+            if any(m["msg_type"] == "status" and m["content"]["execution_state"] == "idle" for m in msgs):
+                return
+            self._pump(0.05)
+
+    def widget_text(self, model_id: str) -> str:
+        outputs = self.widget_outputs.get(model_id, ())
+        parts = []
+        for o in outputs:
+            if o.get("output_type") == "stream":
+                parts.append(o["text"])
+            elif o.get("output_type") == "error":
+                parts.append(plain("\n".join(o.get("traceback", []))))
+            elif o.get("output_type") == "display_data":
+                parts.append(o["data"].get("text/plain", "") + "\n")
+        return "".join(parts)
+
+    def widget_outputs_of(self, model_id: str) -> tuple:
+        return self.widget_outputs.get(model_id, ())
+
+    def wait_for_widget(self, model_id: str, predicate, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.widget_text(model_id)
+            if predicate(text):
+                return text
+            self._pump(0.05)
+        raise TimeoutError(f"widget {model_id} never matched; it shows:\n{self.widget_text(model_id)}")
+
+    def interrupt(self) -> None:
+        self.km.interrupt_kernel()
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            if self.km.has_kernel:
+                self.km.shutdown_kernel(now=False)
+            self._close_context()
+
+    def kill(self) -> None:
+        """SIGKILL the kernel, as the OOM killer would: it gets no chance to clean up."""
+        import os
+        import signal
+
+        self.kc.stop_channels()
+        os.kill(self.pid, signal.SIGKILL)
+        self.km.provisioner.process.wait()
+        self.km.cleanup_resources()
+        self._close_context()
+
+    def _close_context(self) -> None:
+        import zmq
+
+        if self.km.context is not zmq.Context.instance():
+            self.km.context.destroy(linger=0)
+
+
+def _os_environ() -> dict[str, Any]:
+    import os
+
+    return dict(os.environ)

@@ -1,0 +1,144 @@
+"""Ordering rules of the task graph, with no process at all."""
+
+from __future__ import annotations
+
+from ipyworkers.dataflow import DISPATCHED, KERNEL, Dataflow
+
+
+def flow_with(*workers: int) -> Dataflow:
+    flow = Dataflow()
+    for w in workers:
+        flow.add_worker(w)
+    return flow
+
+
+def ids(records) -> list[int]:
+    return [r.id for r in records]
+
+
+def test_reader_is_sent_at_once_with_the_producer_as_source():
+    flow = flow_with(1, 2)
+    producer = flow.submit(1, [], ["x"])
+    reader = flow.submit(2, ["x"], ["y"])
+    dispatch, cancelled = flow.ready()
+    assert ids(dispatch) == [producer.id, reader.id]
+    assert [(d.name, d.version, d.source) for d in reader.deps] == [("x", producer.id, 1)]
+    assert reader.remote_deps() and not cancelled
+
+
+def test_local_read_needs_no_transfer():
+    flow = flow_with(1)
+    flow.submit(1, [], ["x"])
+    reader = flow.submit(1, ["x"], [])
+    assert reader.remote_deps() == []
+
+
+def test_unknown_name_is_no_dependency_so_python_raises_nameerror():
+    flow = flow_with(1)
+    reader = flow.submit(1, ["nowhere"], [])
+    assert reader.deps == []
+
+
+def test_kernel_value_is_taken_from_the_kernel():
+    flow = flow_with(1)
+    reader = flow.submit(1, ["data"], [], kernel_has={"data"}.__contains__)
+    assert [(d.name, d.source) for d in reader.kernel_deps()] == [("data", KERNEL)]
+
+
+def test_write_waits_until_an_earlier_remote_reader_has_fetched():
+    flow = flow_with(1, 2)
+    flow.submit(1, [], ["x"])
+    reader = flow.submit(2, ["x"], [])
+    overwrite = flow.submit(1, [], ["x"])
+    dispatch, _ = flow.ready()
+    assert overwrite.id not in ids(dispatch)
+    flow.fetched(reader.id, "x")
+    dispatch, _ = flow.ready()
+    assert ids(dispatch) == [overwrite.id]
+
+
+def test_fetch_into_a_worker_counts_as_an_overwrite_there():
+    flow = flow_with(1, 2, 3)
+    flow.submit(1, [], ["x"])          # x v1 on worker 1
+    reader = flow.submit(3, ["x"], [])  # worker 3 needs v1 from worker 1
+    flow.submit(2, [], ["x"])          # x v2 on worker 2
+    refetch = flow.submit(1, ["x"], [])  # worker 1 fetches v2 over its v1
+    dispatch, _ = flow.ready()
+    assert refetch.id not in ids(dispatch)
+    flow.fetched(reader.id, "x")
+    assert ids(flow.ready()[0]) == [refetch.id]
+
+
+def test_tasks_on_one_worker_are_dispatched_in_order():
+    flow = flow_with(1, 2)
+    flow.submit(1, [], ["x"])
+    flow.submit(2, ["x"], [])
+    held = flow.submit(1, [], ["x"])
+    after = flow.submit(1, [], ["z"])
+    dispatch, _ = flow.ready()
+    assert held.id not in ids(dispatch) and after.id not in ids(dispatch)
+
+
+def test_reader_queued_behind_a_held_task_is_cancelled_when_its_input_failed():
+    flow = flow_with(1, 2)
+    flow.submit(2, [], ["w"])
+    early_reader = flow.submit(1, ["w"], [])
+    producer = flow.submit(1, [], ["x"])
+    hold = flow.submit(2, [], ["w"])  # held: worker 1 has not fetched w yet
+    reader = flow.submit(2, ["x"], [])
+    flow.ready()
+    assert hold.state != DISPATCHED and reader.state != DISPATCHED
+    flow.finished(producer.id, False, "task #3 on worker 1 failed (ValueError: bad)")
+    flow.fetched(early_reader.id, "w")
+    dispatch, cancelled = flow.ready()
+    assert ids(dispatch) == [hold.id]
+    assert ids(cancelled) == [reader.id]
+    assert reader.missing_input == "x" and "task #3 on worker 1 failed" in reader.reason
+
+
+def test_dead_worker_fails_its_tasks_and_loses_what_only_it_held():
+    flow = flow_with(1, 2)
+    producer = flow.submit(1, [], ["x"])
+    flow.ready()
+    flow.finished(producer.id, True)
+    running = flow.submit(1, [], ["y"])
+    flow.ready()
+    failed = flow.remove_worker(1, "worker 1 died (signal SIGKILL)")
+    assert ids(failed) == [running.id]
+    reader = flow.submit(2, ["x"], [])
+    _, cancelled = flow.ready()
+    assert ids(cancelled) == [reader.id] and "worker 1" in reader.reason
+
+
+def test_fetched_copy_is_used_when_the_producer_is_gone():
+    flow = flow_with(1, 2, 3)
+    producer = flow.submit(1, [], ["x"])
+    first = flow.submit(2, ["x"], [])
+    flow.ready()
+    flow.finished(producer.id, True)
+    flow.fetched(first.id, "x")
+    flow.remove_worker(1, "worker 1 died")
+    reader = flow.submit(3, ["x"], [])
+    assert [(d.name, d.source) for d in reader.deps] == [("x", 2)]
+
+
+def test_directory_knows_holders():
+    flow = flow_with(1, 2)
+    producer = flow.submit(1, [], ["x"])
+    reader = flow.submit(2, ["x"], [])
+    flow.ready()
+    flow.finished(producer.id, True, sizes={"x": 800})
+    flow.fetched(reader.id, "x", 800)
+    assert flow.where("x") == (producer.id, {1, 2})
+    assert flow.names_held_by(2) == ["x"]
+    assert flow.sizes[("x", producer.id)] == 800
+
+
+def test_kernel_cell_makes_kernel_the_holder():
+    flow = flow_with(1)
+    flow.submit(1, [], ["x"])
+    flow.note_kernel_writes(["x"])
+    version, holders = flow.where("x")
+    assert holders == {KERNEL}
+    reader = flow.submit(1, ["x"], [])
+    assert reader.deps[0].source == KERNEL and reader.deps[0].version == version

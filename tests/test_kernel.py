@@ -1,0 +1,202 @@
+"""End to end: a real ipykernel, driven as a notebook frontend drives it."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+from kernel_session import KernelSession, plain
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    session = KernelSession()
+    session.execute("%load_ext ipyworkers")
+    yield session
+    session.shutdown()
+
+
+@pytest.fixture
+def nb(kernel):
+    """The shared kernel, with two fresh workers; they are stopped after the test."""
+    result = kernel.execute("%workers start 2")
+    assert result.status == "ok", result.error_text
+    yield kernel
+    kernel.execute("%workers stop")
+    kernel.execute("%reset -f")
+
+
+def worker_pids(session: KernelSession) -> list[int]:
+    kernel = psutil.Process(session.pid)
+    return [p.pid for p in kernel.children(recursive=True) if "ipyworkers.worker" in p.cmdline()]
+
+
+def test_two_non_blocking_cells_run_at_once_and_stream_into_their_own_cells(nb):
+    started = time.monotonic()
+    ticks = nb.execute("%%worker 1\nimport time\nfor i in range(5):\n    print('tick', i, flush=True); time.sleep(0.4)")
+    plot = nb.execute("%%worker 2\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2]); plt.show()")
+    assert ticks.status == plot.status == "ok"
+    assert time.monotonic() - started < 1.5, "non-blocking cells must return at once"
+    (tick_area,) = ticks.widget_ids()
+    (plot_area,) = plot.widget_ids()
+    partial = nb.wait_for_widget(tick_area, lambda text: "tick 1" in text, timeout=10)
+    assert "tick 4" not in partial, "ticks must arrive one by one, while the loop runs"
+    nb.wait_for_widget(plot_area, lambda text: "Figure" in text, timeout=20)
+    waited = nb.execute("%wait")
+    assert waited.status == "ok"
+    nb.pump_for(0.2)
+    assert nb.widget_text(tick_area) == "".join(f"tick {i}\n" for i in range(5))
+    (figure,) = nb.widget_outputs_of(plot_area)
+    assert "image/png" in figure["data"]
+    assert "tick" not in nb.widget_text(plot_area)
+
+
+def test_blocking_cell_behaves_like_a_normal_cell(nb):
+    result = nb.execute("%%worker 1 --block\nx = 6\nprint('computed')\nx * 7")
+    assert result.status == "ok"
+    assert result.stdout == "computed\n"
+    assert any(o.get("data", {}).get("text/plain") == "42" for o in result.outputs)
+
+
+def test_remote_error_becomes_the_cell_error_with_the_cell_lines(nb):
+    result = nb.execute("%%worker 2 --block\na = 1\nb = 0\na / b")
+    assert result.status == "error"
+    text = result.error_text
+    assert "ZeroDivisionError" in text and "line 3" in text and "a / b" in text
+    assert "[worker 2]" in text
+
+
+def test_error_of_a_non_blocking_cell_shows_in_that_cell_and_wait_raises_it(nb):
+    failing = nb.execute("%%worker 1\nraise ValueError('bad input file')")
+    (area,) = failing.widget_ids()
+    nb.wait_for_widget(area, lambda text: "bad input file" in text, timeout=10)
+    waited = nb.execute("%wait")
+    assert waited.status == "error" and "ValueError" in waited.error_text
+
+
+def test_worker_death_is_shown_in_its_cell_and_restart_brings_it_back(nb):
+    dying = nb.execute("%%worker 1\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    (area,) = dying.widget_ids()
+    nb.wait_for_widget(area, lambda text: "worker 1 died (signal SIGKILL)" in text, timeout=10)
+    alive = nb.execute("%%worker 2 --block\nprint('still fine')")
+    assert alive.stdout == "still fine\n"
+    refused = nb.execute("%%worker 1 --block\n1")
+    assert refused.status == "error" and "worker 1 is dead" in refused.error_text
+    assert nb.execute("%workers restart 1").status == "ok"
+    assert nb.execute("%%worker 1 --block\nprint(worker_id)").stdout == "1\n"
+
+
+def test_stop_button_interrupts_the_worker_which_keeps_its_variables(nb):
+    nb.execute("%%worker 1 --block\nkept = 'yes'")
+    msg_id = nb.kc.execute("%%worker 1 --block\nimport time\nwhile True:\n    time.sleep(0.05)")
+    time.sleep(1.0)
+    nb.interrupt()
+    reply = nb.kc.get_shell_msg(timeout=20)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = nb.kc.get_shell_msg(timeout=20)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] in ("KeyboardInterrupt", "RemoteError")
+    assert nb.execute("%%worker 1 --block\nprint(kept)").stdout == "yes\n"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("%%worker 99\nx = 1", "no worker 99: this cluster has workers 1..2"),
+        ("%%worker abc\nx = 1", "worker ids are whole numbers from 1, not 'abc'"),
+        ("%%worker\nx = 1", "the following arguments are required: ids"),
+        ("%%parallel\na = 1  # @1\nb = 2  # @5", "line 2: there is no worker 5"),
+        ("%workers start 2", "workers are already running"),
+        ("%workers frobnicate", "unknown action 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_a_usage_error_and_spawns_nothing(nb, line, message):
+    before = sorted(worker_pids(nb))
+    result = nb.execute(line)
+    assert result.status == "error" and result.error["ename"] == "UsageError"
+    assert message in plain(result.error["evalue"])
+    assert sorted(worker_pids(nb)) == before
+    assert nb.execute("%%worker 1 --block\nprint('ok')").stdout == "ok\n"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("%%worker 1\nx = 1", "no workers are running"),
+        ("%workers start 0", "whole number >= 1, not '0'"),
+        ("%workers start -3", "whole number >= 1, not '-3'"),
+        ("%workers start many", "whole number >= 1, not 'many'"),
+    ],
+)
+def test_bad_input_before_start_spawns_nothing(kernel, line, message):
+    result = kernel.execute(line)
+    assert result.status == "error" and message in plain(result.error["evalue"])
+    assert worker_pids(kernel) == []
+
+
+def test_dataflow_between_cells_waits_for_the_producer(nb):
+    producer = nb.execute("%%worker 1\nimport numpy as np, time\ntime.sleep(1)\nx = np.arange(10_000_000)")
+    consumer = nb.execute("%%worker 2\nprint(x.sum())")
+    (area,) = consumer.widget_ids()
+    nb.wait_for_widget(area, lambda text: "49999995000000" in text, timeout=30)
+    assert producer.status == "ok"
+    who = nb.execute("%who_has x")
+    assert "worker 1, worker 2" in who.stdout
+
+
+PARALLEL_CELL = """datadir = '/data/'      # @1
+x = datadir + 'x.csv'   # @1
+y = datadir + 'y.csv'   # @2
+xy = x + y              # @1
+print("all done")       # @2
+"""
+
+
+def test_parallel_cell_and_its_plan(nb):
+    shown = nb.execute("%%parallel --show\n" + PARALLEL_CELL)
+    assert "send(datadir, to=2)" in shown.stdout and "y = recv(frm=2)" in shown.stdout
+    assert nb.execute("%who_has").stdout.strip() == "no variables on the workers yet"
+    ran = nb.execute("%%parallel --block\n" + PARALLEL_CELL)
+    assert ran.status == "ok", ran.error_text
+    assert ran.stdout == "[worker 2] all done\n"
+    pulled = nb.execute("%pull xy\nprint(xy)")
+    assert pulled.stdout == "/data/x.csv/data/y.csv\n"
+
+
+def test_kernel_variables_move_to_workers_and_back(nb):
+    nb.execute("scale = 10")
+    assert nb.execute("%%worker 1 --block\nprint(scale * 2)").stdout == "20\n"
+    nb.execute("scale = 100")
+    assert nb.execute("%%worker 1 --block\nprint(scale * 2)").stdout == "200\n"
+    nb.execute("%push scale --to 2")
+    nb.execute("%%worker 2 --block\nscale += 1")
+    nb.execute("%send scale --from 2 --to 1")
+    assert nb.execute("%%worker 1 --block\nprint(scale)").stdout == "101\n"
+    assert nb.execute("%pull scale --from 1\nprint(scale)").stdout == "101\n"
+
+
+def test_bad_moves_are_clear_errors(nb):
+    assert "not defined in the kernel" in nb.execute("%push nothing_here --to 1").error_text
+    assert "'ghost' is not defined on any worker" in nb.execute("%pull ghost").error_text
+    assert "no worker 7" in nb.execute("%send a --from 7 --to 1").error_text
+
+
+def test_killing_the_kernel_leaves_no_worker_alive():
+    session = KernelSession()
+    try:
+        result = session.execute("%load_ext ipyworkers\n%workers start 2\n"
+                                 "get_ipython().run_cell_magic('worker', '1', \"import subprocess; "
+                                 "subprocess.Popen(['sleep', '60'])\")")
+        assert result.status == "ok", result.error_text
+        time.sleep(0.5)
+        kernel = psutil.Process(session.pid)
+        descendants = kernel.children(recursive=True)
+        assert len([p for p in descendants if "ipyworkers.worker" in p.cmdline()]) == 2
+    finally:
+        session.kill()
+    deadline = time.monotonic() + 10
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants):
+        assert time.monotonic() < deadline, "workers outlived their kernel"
+        time.sleep(0.05)
