@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run the tour notebook headless on a real kernel; writes notebooks/tour.executed.ipynb
-	$(PY) -m ipyworkers.run_notebook notebooks/tour.ipynb notebooks/tour.executed.ipynb
+	$(PY) notebooks/run.py notebooks/tour.ipynb notebooks/tour.executed.ipynb
 
 test: $(STAMP)  ## the whole suite
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests notebooks benchmarks
 	$(PY) -m pytest -p no:cacheprovider tests
 
 bench: $(STAMP)

@@ -35,10 +35,13 @@ def test_run_returns_at_once_and_two_workers_run_at_the_same_time(cluster):
     assert overlap > 0.5, f"tasks did not overlap: {(a0, a1)} {(b0, b1)}"
 
 
-def test_last_expression_is_the_result_and_is_displayed(cluster, sink):
+def test_last_expression_is_the_result_and_is_displayed_when_not_returned(cluster, sink):
     task = cluster.run("x = 20\nx + 1", on=1, block=True, sink=sink)
     assert task.result == 21
-    assert ("display", 1, {"text/plain": "21"}) in sink.outputs
+    assert sink.outputs == []
+    shown = cluster.run("x + 2", on=1, block=True, sink=sink, want_result=False)
+    assert shown.result is None
+    assert sink.outputs == [("display", 1, {"text/plain": "22"})]
 
 
 def test_output_streams_in_order_while_the_task_runs(cluster, sink):
@@ -340,3 +343,12 @@ def _wait_until(predicate, timeout: float = 10.0) -> None:
             raise AssertionError("condition not reached in time")
         time.sleep(0.02)
 
+
+
+def test_a_failed_cell_keeps_what_it_bound_before_the_error(cluster):
+    failing = cluster.run("values = [1, 2, 0]\nratios = [1 / v for v in values]", on=1)
+    failing.wait(30)
+    assert isinstance(failing.error, RemoteError)
+    assert cluster.run("len(values)", on=2, block=True).result == 3
+    with pytest.raises(TaskCancelled, match="'ratios' is unavailable because task"):
+        cluster.run("ratios", on=2, block=True)

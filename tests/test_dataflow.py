@@ -142,3 +142,14 @@ def test_kernel_cell_makes_kernel_the_holder():
     assert holders == {KERNEL}
     reader = flow.submit(1, ["x"], [])
     assert reader.deps[0].source == KERNEL and reader.deps[0].version == version
+
+
+def test_names_a_failed_task_bound_before_its_error_stay_readable():
+    flow = flow_with(1, 2)
+    producer = flow.submit(1, [], ["values", "ratios"])
+    flow.ready()
+    flow.finished(producer.id, False, "task #1 on worker 1 failed (ZeroDivisionError)", written=["values"])
+    good = flow.submit(2, ["values"], [])
+    bad = flow.submit(2, ["ratios"], [])
+    dispatch, cancelled = flow.ready()
+    assert ids(dispatch) == [good.id] and ids(cancelled) == [bad.id]

@@ -669,7 +669,7 @@ class Cluster:
             handle.current = None
             handle.tasks_done += 1
             root = None if error is None else f"task #{task_id} on worker {handle.id} failed ({error[0]}: {error[1]})"
-            self.flow.finished(task_id, error is None, root, info["sizes"])
+            self.flow.finished(task_id, error is None, root, info["sizes"], info["written"])
             self.flow.missing(task_id, info["missing"])
             if error is None:
                 self._end_task(task, DONE, result=result, at=info["t1"])

@@ -191,7 +191,7 @@ class Dataflow:
         """(name, root cause) of an input that will never come, if any."""
         for dep in task.deps:
             producer = self.tasks[dep.version]
-            if producer.state in (FAILED, CANCELLED):
+            if producer.state in (FAILED, CANCELLED) and (dep.name, dep.version) not in self.holders:
                 return dep.name, producer.reason or f"task #{producer.id} {producer.state}"
             if dep.source not in (KERNEL, task.worker) and dep.source not in self.workers:
                 return dep.name, f"{holder_name(dep.source)}, which held it, is gone"
@@ -233,17 +233,19 @@ class Dataflow:
             self.sizes[(name, version)] = size
 
     def finished(
-        self, task_id: int, ok: bool, reason: str | None = None, sizes: dict[str, int] | None = None
+        self, task_id: int, ok: bool, reason: str | None = None, sizes: dict[str, int] | None = None,
+        written: Iterable[str] | None = None,
     ) -> TaskRecord:
+        """``written``: for a failed task, the names it bound before failing; those exist, as
+        they would in a notebook, and only readers of the others are cancelled."""
         task = self.tasks[task_id]
         if task.final:
             return task
         self._finish(task, DONE if ok else FAILED, reason)
-        if ok:
-            for name in task.writes:
-                self.holders[(name, task.id)] = {task.worker}
-            for name, size in (sizes or {}).items():
-                self.sizes[(name, task.id)] = size
+        for name in task.writes if ok else (written or ()):
+            self.holders[(name, task.id)] = {task.worker}
+        for name, size in (sizes or {}).items():
+            self.sizes[(name, task.id)] = size
         return task
 
     def cancelled(self, task_id: int, reason: str) -> TaskRecord:

@@ -187,6 +187,7 @@ class Worker:
         self.current: int | None = None
         self.current_output_task: int | None = None
         self.interruptible = False
+        self.returns_result = False
         self.shell = None
         self._error: tuple[str, str, list[str]] | None = None
         self._main_ident = threading.get_ident()
@@ -382,7 +383,7 @@ class Worker:
 
     def _check_local(self, name: str, version: int) -> None:
         with self.cond:
-            root = self.outcomes.get(version)
+            root = None if self.versions.get(name) == version else self.outcomes.get(version)
         if root is not None:
             raise InputUnavailable(f"input {name!r} is unavailable because {root}", root=root)
 
@@ -449,6 +450,8 @@ class Worker:
         self.emit(("started", task_id, started))
         self._error = None
         self.current_output_task = task_id
+        self.returns_result = bool(spec.get("want_result"))
+        before = {name: self.ns.get(name, _MISSING) for name in spec["writes"]}
         result = None
         if spec["code"] is not None:
             self.shell.execution_count = spec.get("cell") or task_id
@@ -459,14 +462,20 @@ class Worker:
         with self.cond:
             self.interruptible = False
         error = self._error if result is not None and not result.success else None
-        sizes, missing = self._note_writes(task_id, spec["writes"])
+        written = spec["writes"] if error is None else self._rebound(before)
+        sizes, missing = self._note_writes(task_id, written)
         outcome = None if error is None else f"task #{task_id} on worker {self.id} failed ({error[0]}: {error[1]})"
         value_parts: list = []
         if error is None and spec.get("want_result") and result is not None and result.result is not None:
             value_parts = self._result_parts(result.result)
         self._record_outcome(task_id, outcome)
-        info = {"t0": started, "t1": time.monotonic(), "error": error, "sizes": sizes, "missing": missing}
+        info = {"t0": started, "t1": time.monotonic(), "error": error, "sizes": sizes, "missing": missing,
+                "written": written}
         self.emit(("finished", task_id, info), value_parts)
+
+    def _rebound(self, before: dict[str, Any]) -> list[str]:
+        """Names a failed task bound before its error: they exist, as in a notebook."""
+        return [name for name, old in before.items() if self.ns.get(name, _MISSING) is not old]
 
     def _note_writes(self, task_id: int, writes: list[str]) -> tuple[dict[str, int], list[str]]:
         sizes, missing = {}, []
@@ -541,7 +550,8 @@ def make_shell(worker: Worker):
             pass
 
         def write_format_data(self, format_dict, md_dict=None):
-            worker.publish_display(format_dict, md_dict or {}, {"execute_result": True}, False)
+            if not worker.returns_result:
+                worker.publish_display(format_dict, md_dict or {}, {"execute_result": True}, False)
 
         def finish_displayhook(self):
             self._is_active = False
