@@ -9,6 +9,7 @@ state changes happen under one lock, and the dataflow rules live in
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import os
 import shutil
@@ -59,6 +60,13 @@ class WorkerHandle:
     reader: threading.Thread | None = None
     lost: bool = False
     tasks_done: int = field(default=0)
+
+
+@functools.lru_cache(maxsize=1024)
+def names_of(code: str) -> CodeNames:
+    """What ``code`` reads and writes once IPython syntax is turned into Python (cached:
+    the same code is often submitted many times)."""
+    return analyze(_transform(code))
 
 
 def _transform(code: str) -> str:
@@ -336,7 +344,7 @@ class Cluster:
         """
         self._require_running()
         ids = self._check_ids(on, allow_all=False)
-        names = analyze(_transform(code))
+        names = names_of(code)
         label = label or _label(code)
         with self._lock:
             tasks = [self._submit(wid, code, names, sink, cell, want_result, label) for wid in ids]
@@ -601,7 +609,7 @@ class Cluster:
 
     def note_kernel_cell(self, code: str) -> None:
         """Code ran in the kernel itself: the names it bound there are now the current values."""
-        names = analyze(_transform(code))
+        names = names_of(code)
         bound = [n for n in names.writes if self._kernel_has(n)]
         if bound:
             with self._lock:

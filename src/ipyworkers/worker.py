@@ -549,9 +549,13 @@ def make_shell(worker: Worker):
         def write_output_prompt(self):
             pass
 
+        def compute_format_data(self, result):
+            if worker.returns_result:
+                return {}, {}
+            return super().compute_format_data(result)
+
         def write_format_data(self, format_dict, md_dict=None):
-            if not worker.returns_result:
-                worker.publish_display(format_dict, md_dict or {}, {"execute_result": True}, False)
+            worker.publish_display(format_dict, md_dict or {}, {"execute_result": True}, False)
 
         def finish_displayhook(self):
             self._is_active = False
