@@ -395,6 +395,7 @@ class Cluster:
                     code=code, cell=cell, want_result=want_result)
         self._tasks[record.id] = task
         self.events.record(ev.TASK_QUEUED, worker=worker, task=record.id, label=label,
+                           code="\n".join((code or "").strip("\n").splitlines()[:4]),
                            reads=sorted(reads), writes=sorted(record.writes))
         try:
             for dep in record.kernel_deps():
@@ -563,7 +564,7 @@ class Cluster:
             self.flow.pulled(name, version, size)
         ended = time.monotonic()
         self.events.record(ev.TRANSFER, worker=KERNEL, at=ended, name=name, source=source, dest=KERNEL,
-                           bytes=size, start=started, end=ended)
+                           bytes=size, start=started, end=ended, version=version)
         return value
 
     def _require_defined(self, name: str) -> int:
@@ -707,7 +708,7 @@ class Cluster:
             self.flow.fetched(task_id, name, size)
             self._dispatch_ready()
         self.events.record(ev.TRANSFER, worker=handle.id, task=task_id, at=t1, name=name, source=source,
-                           dest=handle.id, bytes=size, start=t0, end=t1)
+                           dest=handle.id, bytes=size, start=t0, end=t1, version=version)
 
     def _on_worker_lost(self, handle: WorkerHandle) -> None:
         with self._lock:

@@ -68,6 +68,9 @@ _SEND.add_argument("names", nargs="+")
 _SEND.add_argument("--from", dest="frm", type=_worker_id, required=True)
 _SEND.add_argument("--to", nargs="+", type=_worker_id, required=True)
 
+_TIMELINE = _parser("timeline")
+_TIMELINE.add_argument("--save", metavar="FILE")
+
 _WHO_HAS = _parser("who_has")
 _WHO_HAS.add_argument("names", nargs="*")
 
@@ -123,6 +126,7 @@ class WorkerMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.cluster: Cluster | None = None
+        self.dashboard = None
         self._unwaited: list[Task | TaskGroup] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -158,12 +162,21 @@ class WorkerMagics(Magics):
             raise UsageError(f"%workers start: {exc}") from None
         self.cluster = cluster
         print(f"{cluster.n_workers} workers ready in {time.perf_counter() - started:.2f} s")
-        return StatusTable(cluster.status())
+        if not _has_widget_frontend(self.shell):
+            return StatusTable(cluster.status())
+        from IPython.display import display
+
+        from .dashboard import Dashboard
+
+        self.dashboard = Dashboard(cluster)
+        display(self.dashboard.widget)
+        return None
 
     def _workers_stop(self, rest: list[str]) -> None:
         if self.cluster is not None:
             self.cluster.stop()
-            self.cluster = None
+        if self.dashboard is not None:
+            self.dashboard.close()
 
     def _workers_restart(self, rest: list[str]) -> Any:
         cluster = self._cluster()
@@ -318,6 +331,31 @@ class WorkerMagics(Magics):
         ]
         print("\n".join(rows) if rows else "no variables on the workers yet")
 
+    @line_magic
+    def timeline(self, line: str) -> Any:
+        """%timeline [--save FILE]: show the timeline again, or save it (.html page, .json trace)."""
+        args = _parse(_TIMELINE, line)
+        cluster = self.cluster if self.cluster is not None else None
+        if cluster is None:
+            raise UsageError("%timeline: nothing to show yet: start workers with %workers start N")
+        from . import timeline
+
+        model = timeline.TimelineModel.from_events(cluster.events.events(), cluster.events.origin)
+        if args.save:
+            try:
+                kind = timeline.save(model, args.save)
+            except (ValueError, OSError) as exc:
+                raise UsageError(f"%timeline: {exc}") from None
+            print(f"saved the timeline to {args.save} ({'Chrome/Perfetto trace' if kind == 'json' else 'HTML page'})")
+            return None
+        if self.dashboard is not None and _has_widget_frontend(self.shell):
+            from IPython.display import display
+
+            display(self.dashboard.widget)
+            return None
+        print(timeline.render_text(model))
+        return None
+
     def _call(self, verb: str, action) -> Any:
         cluster = self._cluster()
         try:
@@ -391,8 +429,8 @@ def unload(ipython: Any) -> None:
         ipython.events.unregister("post_run_cell", _note_kernel_cell)
     except ValueError:
         pass
-    if _magics is not None and _magics.cluster is not None:
-        _magics.cluster.stop()
+    if _magics is not None:
+        _magics._workers_stop([])
     _magics = None
 
 

@@ -373,6 +373,9 @@ class Worker:
                 self._check_local(name, version)
             elif source == 0:
                 values[name] = wire.loads_value(name, kernel_parts[name], f"worker {self.id}")
+                now = time.monotonic()
+                size = sum(len(p) for p in kernel_parts[name])
+                self.emit(("fetched", spec["id"], name, version, 0, size, now, now))
             else:
                 found = self._receive(spec["id"], name, version, source, staged[name])
                 if found is _MISSING:

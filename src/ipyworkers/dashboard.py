@@ -1,0 +1,127 @@
+"""The live dashboard under ``%workers start``: worker status and the timeline.
+
+Events feed the timeline model as they are recorded (cheap); one background thread
+redraws at most every ``REFRESH_SECONDS``, so a flood of tiny tasks costs one
+redraw per interval, whose size is bounded by the pixels, not the task count.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from typing import Any
+
+from . import events as ev
+from .coordinator import Cluster
+from .timeline import TimelineModel, render_svg, summary_line
+
+REFRESH_SECONDS = 0.08
+TICK_SECONDS = 0.25
+
+
+class Dashboard:
+    def __init__(self, cluster: Cluster, width: int = 900):
+        import ipywidgets as widgets
+
+        self.cluster = cluster
+        self.width = width
+        self.model = TimelineModel.from_events(cluster.events.events(), cluster.events.origin)
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._closed = False
+        self._window: tuple[float, float] | None = None
+        self.status = widgets.HTML()
+        self.summary = widgets.HTML()
+        self.drawing = widgets.HTML()
+        self.follow = widgets.ToggleButton(value=True, description="Follow", tooltip="show the whole run, live")
+        self.span = widgets.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.001,
+                                             description="window (s)", continuous_update=False,
+                                             readout_format=".3f", layout=widgets.Layout(width="60%"))
+        self.follow.observe(self._on_follow, "value")
+        self.span.observe(self._on_span, "value")
+        self.widget = widgets.VBox([self.status, self.summary, self.drawing, widgets.HBox([self.follow, self.span])])
+        self.widget.add_class("ipyworkers-dashboard")
+        self._unsubscribe = cluster.events.subscribe(self._on_event)
+        self._render()
+        self._thread = threading.Thread(target=self._refresh_loop, name="ipyworkers-dashboard", daemon=True)
+        self._thread.start()
+
+    def _on_event(self, event: ev.Event) -> None:
+        with self._lock:
+            self.model.add(event)
+        self._dirty.set()
+
+    def _on_follow(self, change: dict) -> None:
+        if change["new"]:
+            self._window = None
+            self._dirty.set()
+
+    def _on_span(self, change: dict) -> None:
+        if self._updating_span:
+            return
+        self._window = tuple(change["new"])
+        self.follow.value = False
+        self._dirty.set()
+
+    _updating_span = False
+
+    def _refresh_loop(self) -> None:
+        last = 0.0
+        while not self._closed and self.cluster.running:
+            woke = self._dirty.wait(TICK_SECONDS)
+            if woke:
+                time.sleep(max(0.0, REFRESH_SECONDS - (time.monotonic() - last)))
+            self._dirty.clear()
+            if woke or self._anything_running():
+                self._render()
+                last = time.monotonic()
+        self._render()
+
+    def _anything_running(self) -> bool:
+        return any(b.end is None for b in self.model.bars.values())
+
+    def _render(self) -> None:
+        now = time.monotonic() - self.model.origin
+        with self._lock:
+            svg = render_svg(self.model, now=now if self._anything_running() else None,
+                             window=self._window, width=self.width)
+            line = summary_line(self.model, None if not self._anything_running() else now)
+            end = max(now if self._anything_running() else self.model.last_time, 1e-3)
+        self.drawing.value = svg
+        self.summary.value = f'<span class="ipyworkers-summary">{html.escape(line)}</span>'
+        self.status.value = status_html(self.cluster.status()) if self.cluster.running else "<i>workers stopped</i>"
+        if self._window is None:
+            self._updating_span = True
+            try:
+                self.span.max = end
+                self.span.value = (0.0, end)
+            finally:
+                self._updating_span = False
+
+    def close(self) -> None:
+        """Stop redrawing (the widgets keep their last picture)."""
+        self._closed = True
+        self._unsubscribe()
+        self._dirty.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+
+
+def status_html(rows: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th style='text-align:left;padding:0 .8em 0 0'>{c}</th>"
+                   for c in ("worker", "pid", "state", "task", "names"))
+    body = []
+    for row in rows:
+        names = row.get("names") or []
+        shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
+        colour = {"busy": "#0969da", "dead": "#cf222e"}.get(row["state"], "#1a7f37")
+        task = row.get("task") or "-"
+        if row.get("queued"):
+            task += f" (+{row['queued']} queued)"
+        body.append(
+            f"<tr><td>{row['id']}</td><td>{row['pid'] or '-'}</td>"
+            f"<td style='color:{colour}'>{row['state']}</td><td>{html.escape(task)}</td>"
+            f"<td>{len(names)}{': ' + html.escape(shown) if names else ''}</td></tr>"
+        )
+    return f"<table class='ipyworkers-status'><tr>{head}</tr>{''.join(body)}</table>"
