@@ -69,6 +69,7 @@ class KernelSession:
         self.kc.wait_for_ready(timeout=60)
         self.messages: list[dict] = []
         self.widget_outputs: dict[str, tuple] = {}
+        self.widget_state: dict[str, dict] = {}
         self._by_parent: dict[str, list[dict]] = {}
 
     @property
@@ -86,6 +87,7 @@ class KernelSession:
         content = msg["content"]
         if msg["msg_type"] in ("comm_open", "comm_msg"):
             state = content.get("data", {}).get("state", {})
+            self.widget_state.setdefault(content["comm_id"], {}).update(state)
             if "outputs" in state:
                 self.widget_outputs[content["comm_id"]] = tuple(state["outputs"])
         return True
@@ -137,6 +139,17 @@ class KernelSession:
             elif o.get("output_type") == "display_data":
                 parts.append(o["data"].get("text/plain", "") + "\n")
         return "".join(parts)
+
+    def html_widgets_containing(self, marker: str) -> list[str]:
+        return [v["value"] for v in self.widget_state.values()
+                if isinstance(v.get("value"), str) and marker in v["value"]]
+
+    def wait_for(self, predicate, timeout: float = 30, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not reached within {timeout} s")
+            self._pump(0.05)
 
     def widget_outputs_of(self, model_id: str) -> tuple:
         return self.widget_outputs.get(model_id, ())

@@ -200,3 +200,24 @@ def test_killing_the_kernel_leaves_no_worker_alive():
     while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants):
         assert time.monotonic() < deadline, "workers outlived their kernel"
         time.sleep(0.05)
+
+
+def test_dashboard_draws_bars_and_transfers_live_and_timeline_saves(nb, tmp_path):
+    nb.execute("%%worker 1\nimport time\ntime.sleep(0.5)\nv = list(range(1000))")
+    nb.execute("%%worker 2\nw = len(v)")
+
+    def drawn() -> bool:
+        svgs = nb.html_widgets_containing("ipyworkers-timeline")
+        return any('class="task done"' in s and 'class="transfer"' in s and ">v " in s for s in svgs)
+
+    nb.wait_for(drawn, timeout=20, what="bars and a transfer on the dashboard")
+    page, trace = tmp_path / "run.html", tmp_path / "run.json"
+    saved = nb.execute(f"%wait\n%timeline --save {page}\n%timeline --save {trace}")
+    assert saved.status == "ok", saved.error_text
+    assert 'class="transfer"' in page.read_text()
+    import json
+
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {e["tid"] for e in events if e["ph"] == "X" and e.get("cat") == "done"} == {1, 2}
+    bad = nb.execute(f"%timeline --save {tmp_path / 'run.png'}")
+    assert bad.status == "error" and "ending in .html or .json" in bad.error_text

@@ -113,6 +113,7 @@ class TimelineModel:
         arrow = Arrow(data["name"], data["source"], data["dest"], data["bytes"],
                       data["start"] - self.origin, data["end"] - self.origin)
         self.arrows.append(arrow)
+        self.workers.update(h for h in (arrow.source, arrow.dest) if h != KERNEL)
         reader = self.bars.get(event.task) if event.task is not None else None
         if reader is not None:
             reader.bytes_in += arrow.bytes
