@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test chromium bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the tour notebook headless on a real kernel; writes notebooks/tour.executed.ipynb
 	$(PY) notebooks/run.py notebooks/tour.ipynb notebooks/tour.executed.ipynb
 
-test: $(STAMP)  ## the whole suite
+test: $(STAMP) chromium  ## the whole suite
 	$(PY) -m ruff check src tests notebooks benchmarks
 	$(PY) -m pytest -p no:cacheprovider tests
+
+chromium:  ## Debian's Chromium for the browser test (never a browser download of Playwright's own)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "Chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/core.py
 	$(PY) benchmarks/transfer.py
+	$(PY) benchmarks/timeline.py
 
 clean:
 	rm -rf $(VENV) notebooks/*.executed.ipynb test-artifacts

@@ -564,7 +564,7 @@ class Cluster:
             self.flow.pulled(name, version, size)
         ended = time.monotonic()
         self.events.record(ev.TRANSFER, worker=KERNEL, at=ended, name=name, source=source, dest=KERNEL,
-                           bytes=size, start=started, end=ended, version=version)
+                           bytes=size, start=max(info, started), end=ended, version=version)
         return value
 
     def _require_defined(self, name: str) -> int:

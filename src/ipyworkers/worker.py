@@ -334,12 +334,13 @@ class Worker:
             elif not present:
                 conn.send((*reply, "missing", None))
             else:
+                served = time.monotonic()
                 try:
                     parts = wire.dumps_value(name, value)
                 except SerializationError as exc:
                     conn.send((*reply, "error", f"{exc} (on worker {self.id})"))
                     return
-                conn.send((*reply, "ok", len(parts)), parts)
+                conn.send((*reply, "ok", served), parts)
         except wire.WireError:
             return
 
@@ -356,9 +357,8 @@ class Worker:
         staged = {}
         for name, version, source in spec["deps"]:
             if source not in (self.id, 0):
-                started = time.monotonic()
                 future = self._peer(source, spec["peers"][source]).request(name, version)
-                future.started = started
+                future.started = time.monotonic()
                 staged[name] = future
         if staged:
             self.staged[spec["id"]] = staged
@@ -400,7 +400,7 @@ class Worker:
             return _MISSING
         value = wire.loads_value(name, parts, f"worker {self.id}")
         size = sum(len(p) for p in parts)
-        self.emit(("fetched", task_id, name, version, source, size, future.started, time.monotonic()))
+        self.emit(("fetched", task_id, name, version, source, size, max(info, future.started), time.monotonic()))
         return value
 
     # -- running a task ---------------------------------------------------------------------
