@@ -140,3 +140,28 @@ def test_value_that_cannot_be_unpickled_names_variable_and_place():
     parts = [pickle.dumps(1)[:-3]]
     with pytest.raises(wire.SerializationError, match="'x' cannot be unpickled on worker 2"):
         wire.loads_value("x", parts, "worker 2")
+
+
+def test_functions_and_classes_of_main_travel_by_value():
+    import __main__
+
+    def square(v):
+        return v * v
+
+    square.__module__ = "__main__"
+    square.__qualname__ = "square"
+    __main__.square = square
+    try:
+        parts = wire.dumps_value("f", square)
+        del __main__.square
+        restored = wire.loads_value("f", parts, "here")
+        assert restored(7) == 49
+    finally:
+        if hasattr(__main__, "square"):
+            del __main__.square
+
+
+def test_lambda_falls_back_to_cloudpickle():
+    offset = 3
+    parts = wire.dumps_value("f", lambda v: v + offset)
+    assert wire.loads_value("f", parts, "here")(1) == 4

@@ -35,6 +35,8 @@ from .tasks import RemoteError, Task, TaskCancelled, TaskFailed, TaskGroup
 STARTUP_TIMEOUT = 30.0
 STOP_GRACE = 1.0
 MONITOR_SECONDS = 0.2
+WORKER_NAMES = frozenset({"worker_id", "n_workers", "send", "recv", "close", "stream"})
+"""Names every worker defines itself; like builtins, they move only once code rebinds them."""
 
 _live_clusters: weakref.WeakSet[Cluster] = weakref.WeakSet()
 
@@ -177,6 +179,16 @@ class Cluster:
             )
             handle.reader.start()
             self.events.record(ev.WORKER_STARTED, worker=handle.id, pid=handle.pid)
+        self._announce_peers()
+
+    def _announce_peers(self) -> None:
+        """Every worker learns where the others listen, for streams between them."""
+        table = {h.id: h.peer_address for h in self._workers.values() if not h.lost}
+        for handle in self._workers.values():
+            try:
+                handle.conn.send(("peers", table))
+            except wire.WireError:
+                pass
 
     def _await_hellos(self, started: dict[int, WorkerProcess]) -> list[WorkerHandle]:
         deadline = time.monotonic() + self.startup_timeout
@@ -386,7 +398,8 @@ class Cluster:
 
     def _submit(self, worker: int, code: str | None, names: CodeNames, sink: Sink | None, cell: int | None,
                 want_result: bool, label: str, sources: dict[str, int] | None = None) -> Task:
-        reads = names.reads | (names.builtin_reads & self.flow.latest.keys())
+        provided = (names.reads | names.builtin_reads) & WORKER_NAMES
+        reads = (names.reads - WORKER_NAMES) | ((names.builtin_reads | provided) & self.flow.latest.keys())
         record = self.flow.submit(
             worker, reads, names.writes | names.deletes, label=label,
             kernel_has=self._kernel_has, sources=sources,
@@ -647,6 +660,10 @@ class Cluster:
             self._on_unrun(handle, *msg[1:])
         elif kind == "fetched":
             self._on_fetched(handle, *msg[1:])
+        elif kind == "stream-stats":
+            _, source, count, size, t0, t1 = msg
+            self.events.record(ev.TRANSFER, worker=handle.id, at=t1, name="stream", source=source,
+                               dest=handle.id, bytes=size, start=t0, end=t1, count=count)
         elif kind == "value":
             future = self._pulls.get(msg[1])
             if future is not None:

@@ -111,7 +111,7 @@ class TimelineModel:
     def _on_transfer(self, event: ev.Event, t: float) -> None:
         data = event.data
         arrow = Arrow(data["name"], data["source"], data["dest"], data["bytes"],
-                      data["start"] - self.origin, data["end"] - self.origin)
+                      data["start"] - self.origin, data["end"] - self.origin, data.get("count", 1))
         self.arrows.append(arrow)
         self.workers.update(h for h in (arrow.source, arrow.dest) if h != KERNEL)
         reader = self.bars.get(event.task) if event.task is not None else None

@@ -269,10 +269,21 @@ def accept_authenticated(listener: socket.socket, key: bytes, timeout: float = 1
 
 
 def dumps_value(name: str, value: Any) -> list[Any]:
-    """Pickle ``value`` with protocol 5; large buffers stay out of band, uncopied."""
+    """Pickle ``value`` with protocol 5; large buffers stay out of band, uncopied.
+
+    Plain pickle first (twice as fast on small values); cloudpickle when that fails
+    or refers to ``__main__``, whose functions and classes must travel by value.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        if b"__main__" not in main:
+            return [main, *(b.raw() for b in buffers)]
+    except Exception:
+        pass
     import cloudpickle
 
-    buffers: list[pickle.PickleBuffer] = []
+    buffers = []
     try:
         main = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:

@@ -22,11 +22,13 @@ from concurrent.futures import Future
 from typing import Any
 
 from . import wire
+from .channels import ChannelError, Channels
 from .wire import Connection, SerializationError
 
 PARENT_POLL_SECONDS = 0.25
 FLUSH_SECONDS = 0.05
 STREAM_CHUNK = 8192
+STREAM_REPORT_TICKS = 4
 
 
 class InputUnavailable(Exception):
@@ -136,16 +138,33 @@ class PeerClient:
     def _connect(self) -> None:
         try:
             self._conn = wire.connect_unix(self.address, self.worker.key)
+            self._conn.send(("hello", self.worker.id))
         except (OSError, wire.WireError) as exc:
             self._broken = f"cannot reach worker {self.source} to fetch {{name!r}}: {exc}"
             return
         threading.Thread(target=self._read, name=f"peer-client-{self.source}", daemon=True).start()
+
+    def post(self, msg: tuple, parts=()) -> None:
+        """A stream message to this peer (no reply expected)."""
+        with self._lock:
+            if self._broken is None and self._conn is None:
+                self._connect()
+            broken, conn = self._broken, self._conn
+        if broken is not None:
+            raise ChannelError(f"worker {self.source} cannot be reached: the stream to it is broken")
+        try:
+            conn.send(msg, parts)
+        except wire.WireError as exc:
+            raise ChannelError(f"worker {self.source} died: the stream to it is broken") from exc
 
     def _read(self) -> None:
         conn = self._conn
         try:
             while True:
                 msg, parts = conn.recv()
+                if msg[0] != "value":
+                    self.worker.channels.on_reply(self.source, msg)
+                    continue
                 _, req, status, info = msg
                 with self._lock:
                     future, _ = self._pending.pop(req, (None, None))
@@ -153,6 +172,7 @@ class PeerClient:
                     future.set_result((status, info, parts))
         except (wire.WireError, OSError, EOFError):
             self._fail(f"worker {self.source} died during the transfer of {{name!r}}")
+            self.worker.channels.on_link_lost(self.source)
 
     def _fail(self, message: str) -> None:
         with self._lock:
@@ -177,7 +197,12 @@ class Worker:
         self.key = key
         self.parent_pid = parent_pid
         self.colors = colors
-        self.ns: dict[str, Any] = {"worker_id": worker_id, "n_workers": n_workers}
+        self.channels = Channels(self)
+        self.peer_addresses: dict[int, str] = {}
+        self.ns: dict[str, Any] = {
+            "worker_id": worker_id, "n_workers": n_workers, "send": self.channels.send,
+            "recv": self.channels.recv, "close": self.channels.close, "stream": self.channels.stream,
+        }
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.cond = threading.Condition()
         self.versions: dict[str, int] = {}
@@ -247,11 +272,15 @@ class Worker:
                 self.die()
 
     def _flush_loop(self) -> None:
+        ticks = 0
         while True:
             time.sleep(FLUSH_SECONDS)
             for stream in (sys.stdout, sys.stderr):
                 if isinstance(stream, TaskStream):
                     stream.flush()
+            ticks += 1
+            if ticks % STREAM_REPORT_TICKS == 0:
+                self.channels.report_all()
 
     # -- control link -------------------------------------------------------------------
 
@@ -278,6 +307,8 @@ class Worker:
             threading.Thread(
                 target=self._serve_get, args=(self.conn, ("value", req), name, version), daemon=True
             ).start()
+        elif kind == "peers":
+            self.peer_addresses = dict(msg[1])
         elif kind == "shutdown":
             self.inbox.put(None)
 
@@ -310,15 +341,24 @@ class Worker:
             sock.close()
             return
         conn = Connection(sock)
+        source = None
         try:
+            (kind, source), _ = conn.recv()
+            if kind != "hello":
+                raise wire.FrameError("peer did not say who it is")
             while True:
-                msg, _ = conn.recv()
-                _, req, name, version = msg
-                threading.Thread(
-                    target=self._serve_get, args=(conn, ("value", req), name, version), daemon=True
-                ).start()
-        except (wire.WireError, OSError):
+                msg, parts = conn.recv()
+                if msg[0] == "get":
+                    _, req, name, version = msg
+                    threading.Thread(
+                        target=self._serve_get, args=(conn, ("value", req), name, version), daemon=True
+                    ).start()
+                else:
+                    self.channels.on_peer_message(source, msg, parts, conn)
+        except (wire.WireError, OSError, ValueError):
             conn.close()
+            if source is not None:
+                self.channels.on_peer_gone(source)
 
     def _serve_get(self, conn: Connection, reply: tuple, name: str, version: int) -> None:
         """Send ``name`` at ``version`` once it exists here; the socket does the waiting."""
@@ -345,6 +385,12 @@ class Worker:
             return
 
     # -- values from others --------------------------------------------------------------------
+
+    def peer_link(self, dest: int) -> PeerClient:
+        address = self.peer_addresses.get(dest)
+        if address is None:
+            raise ChannelError(f"worker {dest} is not running")
+        return self._peer(dest, address)
 
     def _peer(self, source: int, address: str) -> PeerClient:
         peer = self.peers.get(source)
@@ -452,6 +498,7 @@ class Worker:
         started = time.monotonic()
         self.emit(("started", task_id, started))
         self._error = None
+        self.channels.task_started()
         self.current_output_task = task_id
         self.returns_result = bool(spec.get("want_result"))
         before = {name: self.ns.get(name, _MISSING) for name in spec["writes"]}
@@ -468,6 +515,9 @@ class Worker:
         written = spec["writes"] if error is None else self._rebound(before)
         sizes, missing = self._note_writes(task_id, written)
         outcome = None if error is None else f"task #{task_id} on worker {self.id} failed ({error[0]}: {error[1]})"
+        if outcome is not None:
+            self.channels.task_failed(outcome)
+        self.channels.report_all()
         value_parts: list = []
         if error is None and spec.get("want_result") and result is not None and result.result is not None:
             value_parts = self._result_parts(result.result)

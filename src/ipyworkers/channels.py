@@ -1,0 +1,321 @@
+"""Streams between workers: ``send(obj, to=ID)``, ``recv(frm=ID)``, ``close(to=ID)``
+and ``for item in stream(frm=ID)``, inside worker code.
+
+A channel is FIFO per pair of workers and rides the authenticated peer link from the
+producer to the consumer, with the same zero-copy serialisation as any value. Flow
+control is by credit: a producer has at most ``WINDOW`` messages (and about
+``WINDOW_BYTES``) not yet taken by the consumer, so a fast producer blocks instead of
+filling memory. A failure at either end travels to the other as an abort, and a
+death shows as the link closing, so neither end hangs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+WINDOW = 16
+WINDOW_BYTES = 64 << 20
+
+
+class ChannelError(Exception):
+    """The other end of a stream failed, died, or is not there; the message says which."""
+
+
+@dataclass
+class StreamStats:
+    count: int = 0
+    bytes: int = 0
+    first: float = 0.0
+    last: float = 0.0
+
+    def add(self, nbytes: int) -> None:
+        now = time.monotonic()
+        if not self.count:
+            self.first = now
+        self.count += 1
+        self.bytes += nbytes
+        self.last = now
+
+
+class Outbound:
+    """This worker's side of a stream to ``dest``: the credit window."""
+
+    def __init__(self, dest: int):
+        self.dest = dest
+        self.cond = threading.Condition()
+        self.in_flight = 0
+        self.bytes_in_flight = 0
+        self.broken: str | None = None
+        self.open = False
+
+    def acquire(self, nbytes: int) -> None:
+        with self.cond:
+            while self.broken is None and self.in_flight and (
+                self.in_flight >= WINDOW or self.bytes_in_flight + nbytes > WINDOW_BYTES
+            ):
+                self.cond.wait()
+            if self.broken is not None:
+                raise ChannelError(self.broken)
+            self.in_flight += 1
+            self.bytes_in_flight += nbytes
+
+    def release(self, count: int, nbytes: int) -> None:
+        with self.cond:
+            self.in_flight = max(0, self.in_flight - count)
+            self.bytes_in_flight = max(0, self.bytes_in_flight - nbytes)
+            self.cond.notify_all()
+
+    def fail(self, reason: str) -> None:
+        with self.cond:
+            if self.broken is None:
+                self.broken = reason
+            self.cond.notify_all()
+
+    def reset(self) -> None:
+        with self.cond:
+            self.in_flight = self.bytes_in_flight = 0
+            self.broken = None
+            self.open = False
+
+
+_CLOSED = object()
+_ABORTED = object()
+
+
+class Inbound:
+    """This worker's side of a stream from ``source``: what arrived, not yet taken.
+
+    The end of a stream, and a producer's failure, are items in the same FIFO, each
+    taken once: a later stream from the same producer queues behind them. Only the
+    producer's death sticks, until it is back.
+    """
+
+    def __init__(self, source: int):
+        self.source = source
+        self.cond = threading.Condition()
+        self.items: deque[tuple[Any, Any]] = deque()
+        self.dead: str | None = None
+        self.discarding = False
+        self.conn: Any = None
+        self.credit = 0
+        self.credit_bytes = 0
+        self.stats = StreamStats()
+
+    def reopen(self, conn: Any) -> None:
+        """A new stream starts on ``conn``."""
+        with self.cond:
+            self.discarding = False
+            self.dead = None
+            self.conn = conn
+            self.cond.notify_all()
+
+    def _append(self, item: Any, detail: Any) -> None:
+        with self.cond:
+            if not self.discarding:
+                self.items.append((item, detail))
+                self.cond.notify_all()
+
+    def put(self, parts: list, nbytes: int) -> None:
+        self._append(parts, nbytes)
+        with self.cond:
+            self.stats.add(nbytes)
+
+    def close(self) -> None:
+        self._append(_CLOSED, None)
+
+    def abort(self, reason: str) -> None:
+        self._append(_ABORTED, reason)
+
+    def gone(self, reason: str) -> None:
+        with self.cond:
+            self.dead = reason
+            self.cond.notify_all()
+
+    def abandon(self) -> None:
+        """The consumer failed: drop the rest of this stream."""
+        with self.cond:
+            self.items.clear()
+            self.discarding = True
+
+    def get(self) -> list | object:
+        """The next message's parts, or ``_CLOSED``; raises if the producer failed or died."""
+        with self.cond:
+            while not self.items and self.dead is None:
+                self._grant_locked()
+                self.cond.wait()
+            if not self.items:
+                raise ChannelError(self.dead)
+            item, detail = self.items.popleft()
+            if item is _ABORTED:
+                raise ChannelError(detail)
+            if item is not _CLOSED:
+                self.credit += 1
+                self.credit_bytes += detail
+                if self.credit >= WINDOW // 2 or not self.items:
+                    self._grant_locked()
+            return item
+
+    def _grant_locked(self) -> None:
+        if self.credit and self.conn is not None:
+            credit, nbytes = self.credit, self.credit_bytes
+            self.credit = self.credit_bytes = 0
+            try:
+                self.conn.send(("credit", credit, nbytes))
+            except Exception:
+                pass
+
+
+class Channels:
+    """The channel endpoints of one worker, and the functions user code calls."""
+
+    def __init__(self, worker: Any):
+        self.worker = worker
+        self._lock = threading.Lock()
+        self.outbound: dict[int, Outbound] = {}
+        self.inbound: dict[int, Inbound] = {}
+        self.sending_to: set[int] = set()
+        self.receiving_from: set[int] = set()
+
+    # -- what user code calls ---------------------------------------------------------------
+
+    def send(self, obj: Any, to: int) -> None:
+        """Queue ``obj`` for worker ``to``; blocks while ``WINDOW`` messages wait there."""
+        from . import wire
+
+        self._check_peer(to, "to")
+        out = self._outbound(to)
+        parts = wire.dumps_value("message", obj)
+        nbytes = sum(memoryview(p).nbytes for p in parts)
+        peer = self.worker.peer_link(to)
+        if not out.open:
+            peer.post(("chan-open", self.worker.id))
+            out.open = True
+        out.acquire(nbytes)
+        self.sending_to.add(to)
+        peer.post(("chan", self.worker.id), parts)
+
+    def recv(self, frm: int) -> Any:
+        """The next object from worker ``frm``; blocks until it comes. ``EOFError`` after ``close``."""
+        item = self._next(frm)
+        if item is _CLOSED:
+            raise EOFError(f"the stream from worker {frm} is closed")
+        return item
+
+    def close(self, to: int) -> None:
+        """End the stream to worker ``to``: its ``stream(frm=...)`` loop stops after the last item."""
+        self._check_peer(to, "to")
+        out = self._outbound(to)
+        if not out.open:
+            self.worker.peer_link(to).post(("chan-open", self.worker.id))
+        self.worker.peer_link(to).post(("chan-close", self.worker.id))
+        out.reset()
+        self.sending_to.discard(to)
+
+    def stream(self, frm: int) -> Iterator[Any]:
+        """Each object worker ``frm`` sends, until it calls ``close(to=...)``."""
+        self._check_peer(frm, "frm")
+        while True:
+            item = self._next(frm)
+            if item is _CLOSED:
+                return
+            yield item
+
+    def _next(self, frm: int) -> Any:
+        from . import wire
+
+        self._check_peer(frm, "frm")
+        inbound = self._inbound(frm)
+        self.receiving_from.add(frm)
+        parts = inbound.get()
+        if parts is _CLOSED:
+            self.receiving_from.discard(frm)
+            self._report(inbound)
+            return _CLOSED
+        return wire.loads_value("message", parts, f"worker {self.worker.id}")
+
+    def _check_peer(self, other: Any, argument: str) -> None:
+        n = self.worker.n_workers
+        if not isinstance(other, int) or isinstance(other, bool) or not 1 <= other <= n:
+            raise ValueError(f"{argument}={other!r}: there is no such worker (workers are 1..{n})")
+        if other == self.worker.id:
+            raise ValueError(f"{argument}={other}: a worker cannot stream to itself")
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def _outbound(self, dest: int) -> Outbound:
+        with self._lock:
+            return self.outbound.setdefault(dest, Outbound(dest))
+
+    def _inbound(self, source: int) -> Inbound:
+        with self._lock:
+            return self.inbound.setdefault(source, Inbound(source))
+
+    # -- what the links deliver (IO threads) --------------------------------------------------------
+
+    def on_peer_message(self, source: int, msg: tuple, parts: list, conn: Any) -> None:
+        kind = msg[0]
+        inbound = self._inbound(source)
+        if kind == "chan":
+            inbound.put(parts, sum(len(p) for p in parts))
+        elif kind == "chan-open":
+            inbound.reopen(conn)
+        elif kind == "chan-close":
+            inbound.close()
+            self._report(inbound)
+        elif kind == "chan-abort":
+            inbound.abort(msg[2])
+
+    def on_peer_gone(self, source: int) -> None:
+        inbound = self.inbound.get(source)
+        if inbound is not None:
+            inbound.gone(f"worker {source} died before closing its stream")
+
+    def on_reply(self, dest: int, msg: tuple) -> None:
+        if msg[0] == "credit":
+            self._outbound(dest).release(msg[1], msg[2])
+        elif msg[0] == "chan-abort":
+            self._outbound(dest).fail(msg[1])
+
+    def on_link_lost(self, dest: int) -> None:
+        self._outbound(dest).fail(f"worker {dest} died: the stream to it is broken")
+
+    # -- task boundaries ------------------------------------------------------------------------------
+
+    def task_started(self) -> None:
+        self.sending_to.clear()
+        self.receiving_from.clear()
+        for out in list(self.outbound.values()):
+            if out.broken is not None:
+                out.reset()
+
+    def task_failed(self, reason: str) -> None:
+        """Tell the other ends of this task's open streams, so they stop instead of hanging."""
+        for dest in self.sending_to:
+            try:
+                self.worker.peer_link(dest).post(("chan-abort", self.worker.id, f"{reason}, before closing its stream"))
+            except Exception:
+                pass
+            self._outbound(dest).reset()
+        for source in self.receiving_from:
+            inbound = self._inbound(source)
+            inbound.abandon()
+            try:
+                inbound.conn.send(("chan-abort", f"worker {self.worker.id} stopped receiving: {reason}"))
+            except Exception:
+                pass
+
+    def report_all(self) -> None:
+        for inbound in list(self.inbound.values()):
+            self._report(inbound)
+
+    def _report(self, inbound: Inbound) -> None:
+        """Aggregated stream traffic for the timeline: one event per report, not per message."""
+        with inbound.cond:
+            stats, inbound.stats = inbound.stats, StreamStats()
+        if stats.count:
+            self.worker.emit(("stream-stats", inbound.source, stats.count, stats.bytes, stats.first, stats.last))
