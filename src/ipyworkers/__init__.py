@@ -2,7 +2,9 @@
 (``# @1``) with workers; variables move between workers by themselves."""
 
 from .analysis import CodeNames, analyze
+from .channels import ChannelError
 from .coordinator import Cluster, ClusterError, WorkerStartError
+from .files import chunks, range_lines, read_range
 from .tasks import RemoteError, Task, TaskCancelled, TaskFailed, TaskGroup
 
 __version__ = "0.1.0"
@@ -10,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Cluster", "ClusterError", "WorkerStartError", "RemoteError", "Task", "TaskCancelled",
     "TaskFailed", "TaskGroup", "CodeNames", "analyze", "load_ipython_extension",
-    "unload_ipython_extension",
+    "unload_ipython_extension", "ChannelError", "chunks", "range_lines", "read_range",
 ]
 
 

@@ -29,6 +29,7 @@ from . import parallel, wire
 from .analysis import CodeNames, analyze
 from .dataflow import CANCELLED, DONE, FAILED, KERNEL, RUNNING, Dataflow, TaskRecord, holder_name
 from .launchers import LocalLauncher, WorkerProcess
+from .mapreduce import NO_INITIAL, map_items, map_reduce
 from .outputs import PrintSink, Sink
 from .tasks import RemoteError, Task, TaskCancelled, TaskFailed, TaskGroup
 
@@ -387,6 +388,30 @@ class Cluster:
                 raise group.error
         return group
 
+    def apply(self, worker: int, call: dict, payload: dict[str, list], label: str,
+              sink: Sink | None = None) -> Task:
+        """A function call on ``worker`` (used by ``map``/``mapreduce``); queued behind its
+        cells like any task, drawn on the timeline, reads and writes no variables."""
+        with self._lock:
+            self._check_ids(worker, allow_all=False)
+            task = self._submit(worker, None, CodeNames(), sink, None, True, label)
+            task.call, task.payload = call, payload
+            self._dispatch_ready()
+        return task
+
+    def map(self, fn, items, *, on: Sequence[int] | None = None, progress: Any = None) -> list:
+        """``[fn(item) for item in items]`` on the workers, in input order; each worker gets
+        a new item as it finishes one. Raises the first error, with its remote traceback.
+        ``progress``: None for a bar in a notebook, False for none, or ``callable(done, total)``."""
+        return map_items(self, fn, items, on=on, progress=progress)
+
+    def mapreduce(self, mapper, reducer, items, *, on: Sequence[int] | None = None, progress: Any = None,
+                  initial: Any = NO_INITIAL) -> Any:
+        """``reduce(reducer, map(mapper, items))``: each worker folds its own results with
+        ``reducer`` as they come, then the kernel folds the partials, so ``reducer`` must be
+        associative and commutative. ``initial`` starts the fold, as in ``functools.reduce``."""
+        return map_reduce(self, mapper, reducer, items, on=on, progress=progress, initial=initial)
+
     def plan_parallel(self, cell: str, *, default: int | None = None) -> str:
         """The per-worker programs of a tagged cell, with their sends and receives; runs nothing."""
         workers = self._check_ids(None) if self._running else list(range(1, self.n_workers + 1))
@@ -446,7 +471,11 @@ class Cluster:
             "want_result": task.want_result,
         }
         spec["kernel_values"], parts = wire.pack_values(task.kernel_parts)
-        task.kernel_parts = {}
+        spec["payload"], payload_parts = wire.pack_values(task.payload)
+        spec["payload_parts"] = len(payload_parts)
+        spec["apply"] = task.call
+        parts += payload_parts
+        task.kernel_parts, task.payload = {}, {}
         try:
             handle.conn.send(("run", spec), parts)
         except (wire.WireError, AttributeError):

@@ -76,7 +76,7 @@ class LocalLauncher:
     def launch(self, worker_id: int, n_workers: int, address: str, key: bytes,
                runtime_dir: Path, colors: str = "nocolor") -> WorkerProcess:
         log_path = runtime_dir / f"worker-{worker_id}-{time.monotonic_ns()}.log"
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _import_path()}
         env.pop("IPYWORKERS_KEY", None)
         cmd = [
             self.python, "-m", "ipyworkers.worker",
@@ -95,3 +95,10 @@ class LocalLauncher:
         except OSError:
             pass
         return WorkerProcess(worker_id, popen, log_path)
+
+
+def _import_path() -> str:
+    """The coordinator's own ``sys.path``, so that whatever the kernel can import (a module
+    beside the notebook, a path the user added) the workers can too, and a function sent
+    by reference unpickles there."""
+    return os.pathsep.join(os.getcwd() if entry == "" else entry for entry in sys.path)

@@ -73,7 +73,10 @@ class Task:
         self._result: Any = None
         self._error: BaseException | None = None
         self._done = threading.Event()
+        self._callbacks: list = []
         self.kernel_parts: dict[str, list[Any]] = {}
+        self.payload: dict[str, list[Any]] = {}
+        self.call: dict | None = None
 
     def __repr__(self) -> str:
         return f"<Task #{self.id} on worker {self.worker}: {self.state}>"
@@ -108,7 +111,16 @@ class Task:
         self._error = error
         self.finished_at = at if at is not None else time.monotonic()
         self._done.set()
+        for callback in self._callbacks:
+            callback(self)
         return True
+
+    def add_done_callback(self, callback) -> None:
+        """Call ``callback(task)`` when the task ends (at once if it has), on the thread that ends it."""
+        if self._done.is_set():
+            callback(self)
+        else:
+            self._callbacks.append(callback)
 
     def succeeded(self) -> bool:
         return self.state == DONE

@@ -209,6 +209,8 @@ class Worker:
         self.outcomes: dict[int, str | None] = {}
         self.staged: dict[int, dict[str, Future]] = {}
         self.peers: dict[int, PeerClient] = {}
+        self.functions: dict[str, Any] = {}
+        self.accumulators: dict[str, Any] = {}
         self.current: int | None = None
         self.current_output_task: int | None = None
         self.interruptible = False
@@ -469,7 +471,7 @@ class Worker:
                 self._end_unrun(task_id, "interrupted while waiting for its inputs", None)
                 return
             self._install(values, undefined, spec)
-            self._run(spec)
+            self._run(spec, wire.unpack_values(spec.get("payload", ()), parts[len(parts) - spec["payload_parts"]:]))
         finally:
             with self.cond:
                 self.current = None
@@ -493,7 +495,30 @@ class Worker:
             self._record_outcome(task_id, root)
         self.emit(("unrun", task_id, message, root is not None, time.monotonic()))
 
-    def _run(self, spec: dict) -> None:
+    def _apply(self, call: dict, payload: dict[str, list]) -> _Outcome:
+        """A function call sent by ``Cluster.map``/``mapreduce``: no cell, no namespace."""
+        try:
+            if "collect" in call:
+                return _Outcome(self.accumulators.pop(call["collect"], NOTHING))
+            for key in payload.keys() - {"item"}:
+                self.functions[key] = wire.loads_value(key, payload[key], f"worker {self.id}")
+            value = self.functions[call["fn"]](wire.loads_value("item", payload["item"], f"worker {self.id}"))
+            if call.get("acc") is None:
+                return _Outcome(value)
+            key = call["acc"]
+            if key in self.accumulators:
+                value = self.functions[call["reduce"]](self.accumulators[key], value)
+            self.accumulators[key] = value
+            return _Outcome(None)
+        except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                raise
+            user_frames = exc.__traceback__.tb_next or exc.__traceback__
+            stb = self.shell.InteractiveTB.structured_traceback(type(exc), exc, user_frames)
+            self.note_error(type(exc), exc, stb)
+            return _Outcome(None, success=False)
+
+    def _run(self, spec: dict, payload: dict[str, list]) -> None:
         task_id = spec["id"]
         started = time.monotonic()
         self.emit(("started", task_id, started))
@@ -503,7 +528,9 @@ class Worker:
         self.returns_result = bool(spec.get("want_result"))
         before = {name: self.ns.get(name, _MISSING) for name in spec["writes"]}
         result = None
-        if spec["code"] is not None:
+        if spec.get("apply") is not None:
+            result = self._apply(spec["apply"], payload)
+        elif spec["code"] is not None:
             self.shell.execution_count = spec.get("cell") or task_id
             result = self.shell.run_cell(spec["code"], store_history=False)
         for stream in (sys.stdout, sys.stderr):
@@ -559,6 +586,28 @@ class Worker:
 
     def clear_output(self, wait: bool) -> None:
         self.emit(("clear", self.current_output_task, wait))
+
+
+class _Outcome:
+    """What ``run_cell`` returns, for a function call."""
+
+    def __init__(self, result: Any, success: bool = True):
+        self.result = result
+        self.success = success
+
+
+class _Nothing:
+    """A worker that got no items has no partial result."""
+
+    def __reduce__(self):
+        return (_nothing, ())
+
+
+def _nothing() -> _Nothing:
+    return NOTHING
+
+
+NOTHING = _Nothing()
 
 
 class _Unpicklable:
@@ -665,4 +714,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the copy imported under its own name, so the classes a worker sends back
+    # (markers, stand-ins) are ipyworkers.worker's and unpickle by reference.
+    from ipyworkers.worker import main as _main
+
+    _main()

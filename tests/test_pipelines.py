@@ -1,0 +1,197 @@
+"""Streams between workers, file chunks by offset, map and map-reduce."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+
+from ipyworkers import RemoteError, TaskFailed, chunks, range_lines, read_range
+from ipyworkers import events as ev
+
+# -- chunks by offset (no processes) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"one line without newline",
+        b"a\nb\nc\n",
+        b"a\nb\nc",
+        b"\n\n\n",
+        b"short\n" + b"x" * 5000 + b"\nafter a very long line\n",
+        b"".join(b"%d\n" % i for i in range(1000)),
+    ],
+)
+@pytest.mark.parametrize("size", [1, 7, 64, 10_000])
+def test_chunks_cover_the_file_once_and_never_cut_a_line(tmp_path, content, size):
+    path = tmp_path / "data.txt"
+    path.write_bytes(content)
+    ranges = list(chunks(path, size))
+    assert b"".join(read_range(path, s, e) for s, e in ranges) == content
+    assert all(s < e for s, e in ranges)
+    assert [s for s, _ in ranges[1:]] == [e for _, e in ranges[:-1]]
+    for _, end in ranges[:-1]:
+        assert content[end - 1 : end] == b"\n"
+    lines = [line for s, e in ranges for line in range_lines(path, s, e)]
+    assert lines == content.decode().splitlines()
+
+
+def test_chunk_size_must_be_positive(tmp_path):
+    (tmp_path / "f").write_text("x\n")
+    with pytest.raises(ValueError, match="whole number of bytes >= 1, not 0"):
+        list(chunks(tmp_path / "f", 0))
+
+
+# -- streams ----------------------------------------------------------------------------------------
+
+PRODUCER = "for i in range({n}):\n    send([i] * 10, to=2)\nclose(to=2)"
+CONSUMER = "seen = [block[0] for block in stream(frm=1)]\nlen(seen)"
+
+
+def test_stream_ends_at_close_and_keeps_fifo_order(cluster):
+    producer = cluster.run(PRODUCER.format(n=5000), on=1)
+    consumer = cluster.run(CONSUMER, on=2)
+    assert consumer.wait(60).result == 5000
+    assert producer.wait(60).state == "done"
+    assert cluster.run("seen == list(range(5000))", on=2, block=True).result is True
+
+
+def test_recv_after_close_is_eoferror_and_a_new_stream_can_follow(cluster):
+    cluster.run("send('a', to=2)\nclose(to=2)\nsend('b', to=2)\nclose(to=2)", on=1)
+    got = cluster.run("first = [x for x in stream(frm=1)]\nsecond = recv(frm=1)\n(first, second)", on=2)
+    assert got.wait(30).result == (["a"], "b")
+    with pytest.raises(RemoteError, match="EOFError: the stream from worker 1 is closed"):
+        cluster.run("recv(frm=1)", on=2, block=True)
+
+
+def test_a_fast_producer_is_held_back_and_the_consumer_memory_stays_bounded(cluster):
+    producer = cluster.run(
+        "import numpy as np, time\nstarted = time.monotonic()\n"
+        "for i in range(300):\n    send(np.full(1 << 17, i, dtype=np.float64), to=2)\n"
+        "close(to=2)\ntime.monotonic() - started", on=1)
+    consumer = cluster.run(
+        "import resource, time\npeak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "count = 0\nfor block in stream(frm=1):\n    assert block[0] == count\n    count += 1\n    time.sleep(0.005)\n"
+        "(count, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) // 1024)", on=2)
+    count, growth_mib = consumer.wait(120).result
+    producer_seconds = producer.wait(120).result
+    assert count == 300
+    assert growth_mib < 64, f"consumer grew by {growth_mib} MiB while 300 MiB streamed through it"
+    assert producer_seconds > 1.0, "the producer must have waited for the slow consumer"
+
+
+def test_consumer_failure_stops_the_producer_with_a_clear_error(cluster):
+    producer = cluster.run(PRODUCER.format(n=100_000), on=1)
+    consumer = cluster.run(
+        "for block in stream(frm=1):\n    if block[0] == 50:\n        raise ValueError('bad row')", on=2)
+    consumer.wait(30), producer.wait(30)
+    assert isinstance(consumer.error, RemoteError) and consumer.error.ename == "ValueError"
+    assert isinstance(producer.error, RemoteError) and producer.error.ename == "ChannelError"
+    assert "worker 2 stopped receiving" in producer.error.evalue and "ValueError: bad row" in producer.error.evalue
+
+
+def test_producer_failure_ends_the_consumer_with_a_clear_error(cluster):
+    cluster.run("send(1, to=2)\nraise RuntimeError('cannot parse line 7')", on=1)
+    consumer = cluster.run("items = [x for x in stream(frm=1)]", on=2)
+    consumer.wait(30)
+    assert consumer.error.ename == "ChannelError"
+    assert "worker 1 failed (RuntimeError: cannot parse line 7), before closing its stream" in consumer.error.evalue
+
+
+def test_producer_death_ends_the_consumer_with_a_clear_error(cluster):
+    cluster.run("send(1, to=2)\nimport os\nos._exit(1)", on=1)
+    consumer = cluster.run("items = [x for x in stream(frm=1)]", on=2)
+    consumer.wait(30)
+    assert consumer.error.ename == "ChannelError" and "worker 1 died before closing its stream" in consumer.error.evalue
+
+
+def test_consumer_death_makes_the_next_send_raise(cluster):
+    consumer = cluster.run("x = recv(frm=1)\nimport os\nos._exit(1)", on=2)
+    producer = cluster.run("import time\nfor i in range(100_000):\n    send(i, to=2)\n    time.sleep(0.001)", on=1)
+    consumer.wait(30), producer.wait(60)
+    assert isinstance(consumer.error, TaskFailed)
+    assert producer.error.ename == "ChannelError" and "worker 2 died" in producer.error.evalue
+
+
+def test_interrupt_stops_both_ends(cluster):
+    producer = cluster.run(PRODUCER.format(n=10**9), on=1)
+    consumer = cluster.run("import time\nfor block in stream(frm=1):\n    time.sleep(0.01)", on=2)
+    deadline_task = cluster.run("1", on=1)
+    import time
+
+    time.sleep(1.0)
+    assert sorted(cluster.interrupt()) == [1, 2]
+    producer.wait(30), consumer.wait(30), deadline_task.wait(30)
+    assert producer.error.ename in ("KeyboardInterrupt", "ChannelError")
+    assert consumer.error.ename in ("KeyboardInterrupt", "ChannelError")
+
+
+@pytest.mark.parametrize("call, message", [
+    ("send(1, to=9)", "to=9: there is no such worker (workers are 1..2)"),
+    ("send(1, to=1)", "to=1: a worker cannot stream to itself"),
+    ("recv(frm='two')", "frm='two': there is no such worker"),
+])
+def test_bad_stream_arguments_name_the_problem(cluster, call, message):
+    with pytest.raises(RemoteError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        cluster.run(call, on=1, block=True)
+
+
+def test_a_stream_is_drawn_as_aggregated_transfers(cluster):
+    cluster.run(PRODUCER.format(n=2000), on=1)
+    cluster.run(CONSUMER, on=2, block=True)
+    streams = [e for e in cluster.events.events(ev.TRANSFER) if e.data["name"] == "stream"]
+    assert 1 <= len(streams) < 200
+    assert sum(e.data["count"] for e in streams) == 2000
+    assert all((e.data["source"], e.data["dest"]) == (1, 2) for e in streams)
+
+
+# -- map and map-reduce --------------------------------------------------------------------------------------
+
+
+def square(v):
+    return v * v
+
+
+def test_map_keeps_input_order_and_reports_progress(cluster):
+    seen = []
+    assert cluster.map(square, range(50), progress=lambda done, total: seen.append((done, total))) == [
+        v * v for v in range(50)]
+    assert seen[-1] == (50, 50)
+    labels = [e.data["label"] for e in cluster.events.events(ev.TASK_QUEUED)]
+    assert "map square[0]" in labels and "map square[49]" in labels
+
+
+def test_map_balances_across_workers(cluster):
+    cluster.map(square, range(40), progress=False)
+    workers = {e.worker for e in cluster.events.events(ev.TASK_STARTED)}
+    assert workers == {1, 2}
+
+
+def test_map_raises_the_first_error_with_its_remote_traceback(cluster):
+    def shaky(v):
+        if v == 13:
+            raise ValueError(f"item {v} is bad")
+        return v
+
+    with pytest.raises(RemoteError) as info:
+        cluster.map(shaky, range(40), progress=False)
+    assert info.value.ename == "ValueError" and "item 13 is bad" in info.value.evalue
+    assert "shaky" in "\n".join(info.value.traceback)
+    assert cluster.map(square, [3], progress=False) == [9]
+
+
+def test_mapreduce_folds_on_workers_then_in_the_kernel(cluster):
+    assert cluster.mapreduce(square, operator.add, range(1000), progress=False) == sum(v * v for v in range(1000))
+    assert cluster.mapreduce(square, operator.add, [], progress=False, initial=0) == 0
+    with pytest.raises(TypeError, match="no items with no initial value"):
+        cluster.mapreduce(square, operator.add, [], progress=False)
+
+
+def test_map_of_an_unpicklable_function_names_it(cluster):
+    import threading
+
+    lock = threading.Lock()
+    with pytest.raises(Exception, match="'function'"):
+        cluster.map(lambda v: lock, [1], progress=False)
