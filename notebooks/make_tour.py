@@ -1,9 +1,6 @@
 """Writes notebooks/tour.ipynb from the cells below (edit here, then run this file)."""
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from build import write
 
 CELLS = [
     ("md", """# ipyworkers: a tour
@@ -63,22 +60,5 @@ with Cluster(2) as cluster:
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    cells = []
-    for kind, source in CELLS:
-        if kind == "md":
-            cells.append(new_markdown_cell(source))
-        else:
-            cell = new_code_cell(source)
-            if kind == "code+error":
-                cell.metadata["tags"] = ["raises-exception"]
-            cells.append(cell)
-    notebook = new_notebook(cells=cells)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return notebook
-
-
 if __name__ == "__main__":
-    path = Path(__file__).with_name("tour.ipynb")
-    nbformat.write(build(), path)
-    print(f"wrote {path}")
+    write(CELLS, "tour.ipynb")

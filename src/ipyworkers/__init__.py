@@ -12,8 +12,15 @@ __version__ = "0.1.0"
 __all__ = [
     "Cluster", "ClusterError", "WorkerStartError", "RemoteError", "Task", "TaskCancelled",
     "TaskFailed", "TaskGroup", "CodeNames", "analyze", "load_ipython_extension",
-    "unload_ipython_extension", "ChannelError", "chunks", "range_lines", "read_range",
+    "unload_ipython_extension", "current", "ChannelError", "chunks", "range_lines", "read_range",
 ]
+
+
+def current() -> Cluster | None:
+    """The cluster that ``%workers start`` started in this kernel, for the Python API."""
+    from .magics import current as _current
+
+    return _current()
 
 
 def load_ipython_extension(ipython) -> None:
