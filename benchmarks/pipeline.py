@@ -135,7 +135,8 @@ def draw(result: dict, out: Path) -> None:
 def make_log(path: Path, megabytes: int) -> None:
     """Log-like lines; one in 50 has ERROR in it."""
     block = "".join(
-        f"2026-11-22 05:{i % 60:02d}:{i % 47:02d} {'ERROR' if i % 50 == 7 else 'INFO '} request {i} served in {i % 97} ms\n"
+        f"2026-11-22 05:{i % 60:02d}:{i % 47:02d} {'ERROR' if i % 50 == 7 else 'INFO '} "
+        f"request {i} served in {i % 97} ms\n"
         for i in range(20_000)
     ).encode()
     with open(path, "wb") as fh:
