@@ -5,8 +5,10 @@ A channel is FIFO per pair of workers and rides the authenticated peer link from
 producer to the consumer, with the same zero-copy serialisation as any value. Flow
 control is by credit: a producer has at most ``WINDOW`` messages (and about
 ``WINDOW_BYTES``) not yet taken by the consumer, so a fast producer blocks instead of
-filling memory. A failure at either end travels to the other as an abort, and a
-death shows as the link closing, so neither end hangs.
+filling memory. Small messages are batched, as Nagle's algorithm does: one frame
+carries up to ``BATCH`` of them, and a batch waits at most ``BATCH_DELAY`` seconds,
+so per-message cost is paid per batch. A failure at either end travels to the other
+as an abort, and a death shows as the link closing, so neither end hangs.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-WINDOW = 16
-WINDOW_BYTES = 64 << 20
+from . import wire
+
+WINDOW = 64
+WINDOW_BYTES = 32 << 20
+BATCH = 64
+BATCH_BYTES = 256 << 10
+BATCH_DELAY = 0.001
 
 
 class ChannelError(Exception):
@@ -52,6 +59,19 @@ class Outbound:
         self.bytes_in_flight = 0
         self.broken: str | None = None
         self.open = False
+        self.batch: list[list] = []
+        self.batch_bytes = 0
+        self.flushing = threading.Lock()
+
+    def try_acquire(self, nbytes: int) -> bool:
+        with self.cond:
+            if self.broken is not None:
+                raise ChannelError(self.broken)
+            if self.in_flight and (self.in_flight >= WINDOW or self.bytes_in_flight + nbytes > WINDOW_BYTES):
+                return False
+            self.in_flight += 1
+            self.bytes_in_flight += nbytes
+            return True
 
     def acquire(self, nbytes: int) -> None:
         with self.cond:
@@ -120,10 +140,14 @@ class Inbound:
                 self.items.append((item, detail))
                 self.cond.notify_all()
 
-    def put(self, parts: list, nbytes: int) -> None:
-        self._append(parts, nbytes)
+    def put_many(self, messages: list[tuple[list, int]]) -> None:
         with self.cond:
-            self.stats.add(nbytes)
+            if self.discarding:
+                return
+            self.items.extend(messages)
+            for _, nbytes in messages:
+                self.stats.add(nbytes)
+            self.cond.notify_all()
 
     def close(self) -> None:
         self._append(_CLOSED, None)
@@ -156,7 +180,7 @@ class Inbound:
             if item is not _CLOSED:
                 self.credit += 1
                 self.credit_bytes += detail
-                if self.credit >= WINDOW // 2 or not self.items:
+                if self.credit >= WINDOW // 4 or not self.items:
                     self._grant_locked()
             return item
 
@@ -180,24 +204,60 @@ class Channels:
         self.inbound: dict[int, Inbound] = {}
         self.sending_to: set[int] = set()
         self.receiving_from: set[int] = set()
+        self._pending = threading.Event()
+        threading.Thread(target=self._flush_loop, name="channel-flush", daemon=True).start()
 
     # -- what user code calls ---------------------------------------------------------------
 
     def send(self, obj: Any, to: int) -> None:
         """Queue ``obj`` for worker ``to``; blocks while ``WINDOW`` messages wait there."""
-        from . import wire
-
-        self._check_peer(to, "to")
-        out = self._outbound(to)
+        out = self.outbound.get(to) or self._checked_outbound(to)
         parts = wire.dumps_value("message", obj)
-        nbytes = sum(memoryview(p).nbytes for p in parts)
+        nbytes = sum(map(len, parts))
         peer = self.worker.peer_link(to)
         if not out.open:
             peer.post(("chan-open", self.worker.id))
             out.open = True
-        out.acquire(nbytes)
+        if not out.try_acquire(nbytes):
+            self._flush(out)
+            out.acquire(nbytes)
         self.sending_to.add(to)
-        peer.post(("chan", self.worker.id), parts)
+        with out.cond:
+            out.batch.append(parts)
+            out.batch_bytes += nbytes
+            full = len(out.batch) >= BATCH or out.batch_bytes >= BATCH_BYTES
+        if full:
+            self._flush(out)
+        else:
+            self._pending.set()
+
+    def _flush(self, out: Outbound) -> None:
+        """Send what ``out`` has batched, as one frame, in order."""
+        with out.flushing:
+            with out.cond:
+                batch, out.batch, out.batch_bytes = out.batch, [], 0
+            if batch:
+                counts = [len(parts) for parts in batch]
+                try:
+                    self.worker.peer_link(out.dest).post(
+                        ("chans", self.worker.id, counts), [p for parts in batch for p in parts])
+                except ChannelError as exc:
+                    out.fail(str(exc))
+                    raise
+
+    def flush_all(self) -> None:
+        for out in list(self.outbound.values()):
+            try:
+                self._flush(out)
+            except ChannelError:
+                pass
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._pending.wait()
+            time.sleep(BATCH_DELAY)
+            self._pending.clear()
+            self.flush_all()
 
     def recv(self, frm: int) -> Any:
         """The next object from worker ``frm``; blocks until it comes. ``EOFError`` after ``close``."""
@@ -212,6 +272,7 @@ class Channels:
         out = self._outbound(to)
         if not out.open:
             self.worker.peer_link(to).post(("chan-open", self.worker.id))
+        self._flush(out)
         self.worker.peer_link(to).post(("chan-close", self.worker.id))
         out.reset()
         self.sending_to.discard(to)
@@ -226,17 +287,24 @@ class Channels:
             yield item
 
     def _next(self, frm: int) -> Any:
-        from . import wire
-
-        self._check_peer(frm, "frm")
-        inbound = self._inbound(frm)
+        inbound = self.inbound.get(frm) or self._checked_inbound(frm)
         self.receiving_from.add(frm)
+        if self._pending.is_set():
+            self.flush_all()
         parts = inbound.get()
         if parts is _CLOSED:
             self.receiving_from.discard(frm)
             self._report(inbound)
             return _CLOSED
         return wire.loads_value("message", parts, f"worker {self.worker.id}")
+
+    def _checked_outbound(self, dest: Any) -> Outbound:
+        self._check_peer(dest, "to")
+        return self._outbound(dest)
+
+    def _checked_inbound(self, source: Any) -> Inbound:
+        self._check_peer(source, "frm")
+        return self._inbound(source)
 
     def _check_peer(self, other: Any, argument: str) -> None:
         n = self.worker.n_workers
@@ -248,20 +316,31 @@ class Channels:
     # -- endpoints ------------------------------------------------------------------------------
 
     def _outbound(self, dest: int) -> Outbound:
-        with self._lock:
-            return self.outbound.setdefault(dest, Outbound(dest))
+        out = self.outbound.get(dest)
+        if out is None:
+            with self._lock:
+                out = self.outbound.setdefault(dest, Outbound(dest))
+        return out
 
     def _inbound(self, source: int) -> Inbound:
-        with self._lock:
-            return self.inbound.setdefault(source, Inbound(source))
+        inbound = self.inbound.get(source)
+        if inbound is None:
+            with self._lock:
+                inbound = self.inbound.setdefault(source, Inbound(source))
+        return inbound
 
     # -- what the links deliver (IO threads) --------------------------------------------------------
 
     def on_peer_message(self, source: int, msg: tuple, parts: list, conn: Any) -> None:
         kind = msg[0]
         inbound = self._inbound(source)
-        if kind == "chan":
-            inbound.put(parts, sum(len(p) for p in parts))
+        if kind == "chans":
+            messages, pos = [], 0
+            for count in msg[2]:
+                message = parts[pos : pos + count]
+                pos += count
+                messages.append((message, sum(map(len, message))))
+            inbound.put_many(messages)
         elif kind == "chan-open":
             inbound.reopen(conn)
         elif kind == "chan-close":
@@ -295,6 +374,7 @@ class Channels:
 
     def task_failed(self, reason: str) -> None:
         """Tell the other ends of this task's open streams, so they stop instead of hanging."""
+        self.flush_all()
         for dest in self.sending_to:
             try:
                 self.worker.peer_link(dest).post(("chan-abort", self.worker.id, f"{reason}, before closing its stream"))

@@ -33,6 +33,7 @@ MAX_PARTS = 1 << 20
 SOCKET_BUFFER = 4 << 20
 IOV_MAX = 512
 LARGE_BUFFER = 1 << 20
+READ_BUFFER = 1 << 18
 NONCE_BYTES = 32
 
 _CHALLENGE = b"ipyworkers-challenge"
@@ -196,6 +197,53 @@ def tune(sock: socket.socket) -> None:
             pass
 
 
+class FrameReader:
+    """Reads frames through one buffer, so many small frames cost one ``recv``; a large
+    part is received straight into its own memory, never through the buffer."""
+
+    def __init__(self, sock: socket.socket, size: int = READ_BUFFER):
+        self.sock = sock
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+
+    def _fill(self, need: int) -> None:
+        if len(self.buf) - self.start < need:
+            self.buf[: self.end - self.start] = self.buf[self.start : self.end]
+            self.end -= self.start
+            self.start = 0
+        while self.end - self.start < need:
+            n = self.sock.recv_into(self.view[self.end :])
+            if n == 0:
+                raise ConnectionClosed("connection closed by peer")
+            self.end += n
+
+    def _take(self, size: int) -> bytearray:
+        self._fill(size)
+        out = self.buf[self.start : self.start + size]
+        self.start += size
+        return out
+
+    def read(self, size: int) -> bytearray | mmap.mmap:
+        if size <= len(self.buf) // 2:
+            return self._take(size)
+        out = receive_buffer(size)
+        have = min(size, self.end - self.start)
+        target = memoryview(out)
+        target[:have] = self.view[self.start : self.start + have]
+        self.start += have
+        _recv_exact_into(self.sock, target[have:])
+        return out
+
+    def frame(self) -> list[bytearray | mmap.mmap]:
+        (count,) = COUNT.unpack(self._take(COUNT.size))
+        if count > MAX_PARTS:
+            raise FrameError(f"frame announces {count} parts (limit {MAX_PARTS})")
+        lengths = self._take(LENGTH.size * count)
+        return [self.read(LENGTH.unpack_from(lengths, i * LENGTH.size)[0]) for i in range(count)]
+
+
 class Connection:
     """An authenticated link: a pickled header message plus raw byte parts.
 
@@ -205,6 +253,7 @@ class Connection:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self._send_lock = threading.Lock()
+        self._reader = FrameReader(sock)
         self.closed = False
         self.bytes_received = 0
 
@@ -218,7 +267,7 @@ class Connection:
 
     def recv(self) -> tuple[Any, list[bytearray]]:
         try:
-            parts = recv_frame(self.sock)
+            parts = self._reader.frame()
         except OSError as exc:
             if isinstance(exc, ConnectionClosed):
                 raise

@@ -544,6 +544,8 @@ class Worker:
         outcome = None if error is None else f"task #{task_id} on worker {self.id} failed ({error[0]}: {error[1]})"
         if outcome is not None:
             self.channels.task_failed(outcome)
+        else:
+            self.channels.flush_all()
         self.channels.report_all()
         value_parts: list = []
         if error is None and spec.get("want_result") and result is not None and result.result is not None:
