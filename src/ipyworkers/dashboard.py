@@ -99,13 +99,30 @@ class Dashboard:
             finally:
                 self._updating_span = False
 
+    def show(self) -> None:
+        """Display the dashboard; its output later also carries a static picture (see ``close``)."""
+        from IPython.display import display
+
+        self._handle = display(self._bundle(), raw=True, display_id=True)
+
+    def _bundle(self, with_picture: bool = False) -> dict:
+        bundle = self.widget._repr_mimebundle_()
+        bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle or {})
+        if with_picture:
+            bundle["text/html"] = (f"<div>{self.summary.value}</div>{self.drawing.value}")
+        return bundle
+
     def close(self) -> None:
-        """Stop redrawing (the widgets keep their last picture)."""
+        """Stop redrawing. The output keeps the widget, and gains the last timeline as plain
+        HTML, which a saved notebook shows even where widget state was not saved."""
         self._closed = True
         self._unsubscribe()
         self._dirty.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.update(self._bundle(with_picture=True), raw=True)
 
 
 def status_html(rows: list[dict[str, Any]]) -> str:

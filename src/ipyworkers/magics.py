@@ -164,12 +164,10 @@ class WorkerMagics(Magics):
         print(f"{cluster.n_workers} workers ready in {time.perf_counter() - started:.2f} s")
         if not _has_widget_frontend(self.shell):
             return StatusTable(cluster.status())
-        from IPython.display import display
-
         from .dashboard import Dashboard
 
         self.dashboard = Dashboard(cluster)
-        display(self.dashboard.widget)
+        self.dashboard.show()
         return None
 
     def _workers_stop(self, rest: list[str]) -> None:

@@ -234,7 +234,7 @@ def render_svg(model: TimelineModel, now: float | None = None, window: tuple[flo
         *_bars(model, rows, row_y, x, t0, t1, now, plot),
         *_arrows(model, row_y, x, t0, t1),
     ]
-    if t0 <= now <= t1:
+    if t0 <= now <= t1 and any(b.end is None and b.start is not None for b in model.bars.values()):
         parts.append(f'<line class="now" x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{AXIS_HEIGHT - 4}" '
                      f'y2="{height}" stroke="#bf3989" stroke-dasharray="3,2"/>')
     parts += ["</g>", "</svg>"]
@@ -351,6 +351,7 @@ def _tooltip(bar: Bar, now: float) -> str:
 def _arrows(model: TimelineModel, row_y, x, t0, t1) -> list[str]:
     visible = [a for a in model.arrows if a.end >= t0 and a.start <= t1 and a.source in row_y and a.dest in row_y]
     out = []
+    labels: list[tuple[float, float]] = []
     for arrow in _aggregate(visible, (t1 - t0) / 200):
         xs, xe = x(max(arrow.start, t0)), x(min(arrow.end, t1))
         ys = row_y[arrow.source] + ROW_HEIGHT / 2
@@ -360,11 +361,15 @@ def _arrows(model: TimelineModel, row_y, x, t0, t1) -> list[str]:
         name = arrow.name if arrow.count == 1 else f"{arrow.count}× {arrow.name}"
         tooltip = (f"{name}: {_who(arrow.source)} → {_who(arrow.dest)}\n{human_bytes(arrow.bytes)} "
                    f"in {human_seconds(duration)} ({human_bytes(arrow.bytes / duration)}/s)")
+        lx, ly = (xs + xe) / 2 + 3, (ys + ye) / 2
+        label = ""
+        if not any(abs(lx - px) < 80 and abs(ly - py) < 12 for px, py in labels):
+            labels.append((lx, ly))
+            label = (f'<text x="{lx:.1f}" y="{ly:.1f}" fill="#6e40c9">'
+                     f'{html.escape(name)} {human_bytes(arrow.bytes)}</text>')
         out.append(f'<g class="transfer"><path d="M {xs:.1f} {ys:.1f} L {max(xe, xs + 2):.1f} {ye:.1f}" '
                    f'stroke="#6e40c9" stroke-width="1.5" fill="none" marker-end="url(#ipw-arrow)"/>'
-                   f'<text x="{(xs + xe) / 2 + 3:.1f}" y="{(ys + ye) / 2:.1f}" fill="#6e40c9">'
-                   f'{html.escape(name)} {human_bytes(arrow.bytes)}</text>'
-                   f'<title>{html.escape(tooltip)}</title></g>')
+                   f'{label}<title>{html.escape(tooltip)}</title></g>')
     return out
 
 
