@@ -85,16 +85,16 @@ def timed(cluster: Cluster, runs: list[tuple[str, int]]) -> tuple[float, list]:
 
 
 def pipeline_experiment(cluster: Cluster, path: Path, lines: int, sizes: list[int], repeat: int) -> dict:
-    serial_times, pipe_times = {}, {}
-    for size in sizes:
-        serial_times[size] = min(timed(cluster, [(SERIAL.format(path=str(path), chunk=size), 1)])[0]
-                                 for _ in range(repeat))
-        runs = [(PRODUCER.format(path=str(path), chunk=size), 1), (CONSUMER, 2)]
-        best = None
-        for _ in range(repeat):
-            seconds, (_, total) = timed(cluster, runs)
-            best = seconds if best is None else min(best, seconds)
-        pipe_times[size] = best
+    """Best of ``repeat`` runs each; serial and pipeline runs interleave, so slow spells of a
+    shared machine hit both alike."""
+    serial_times: dict[int, float] = {}
+    pipe_times: dict[int, float] = {}
+    for _ in range(repeat):
+        for size in sizes:
+            seconds, _ = timed(cluster, [(SERIAL.format(path=str(path), chunk=size), 1)])
+            serial_times[size] = min(seconds, serial_times.get(size, seconds))
+            seconds, _ = timed(cluster, [(PRODUCER.format(path=str(path), chunk=size), 1), (CONSUMER, 2)])
+            pipe_times[size] = min(seconds, pipe_times.get(size, seconds))
     return {"serial": serial_times, "pipeline": pipe_times, "lines": lines}
 
 
@@ -177,9 +177,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=2_000_000)
     parser.add_argument("--grep-mb", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10_000])
     args = parser.parse_args()
-    sizes = [10, 100, 1000, 10_000]
+    sizes = args.sizes
     with tempfile.TemporaryDirectory() as tmp, Cluster(2, default_sink=RecordingSink()) as cluster:
         numbers = Path(tmp) / "numbers.txt"
         make_numbers(numbers, args.lines)

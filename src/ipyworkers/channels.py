@@ -22,9 +22,9 @@ from typing import Any
 
 from . import wire
 
-WINDOW = 64
+WINDOW = 256
 WINDOW_BYTES = 32 << 20
-BATCH = 64
+BATCH = 32
 BATCH_BYTES = 256 << 10
 BATCH_DELAY = 0.001
 
@@ -180,7 +180,7 @@ class Inbound:
             if item is not _CLOSED:
                 self.credit += 1
                 self.credit_bytes += detail
-                if self.credit >= WINDOW // 4 or not self.items:
+                if self.credit >= BATCH or not self.items:
                     self._grant_locked()
             return item
 

@@ -29,6 +29,9 @@ PARENT_POLL_SECONDS = 0.25
 FLUSH_SECONDS = 0.05
 STREAM_CHUNK = 8192
 STREAM_REPORT_TICKS = 4
+SWITCH_SECONDS = 0.001
+"""How long busy user code may hold the GIL before an IO thread gets it (Python's default,
+5 ms, delays every stream batch and fetch that arrives while user code computes)."""
 
 
 class InputUnavailable(Exception):
@@ -712,6 +715,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = Worker(args.id, args.n_workers, conn, listener, key, args.parent_pid, args.colors, args.runtime_dir)
     conn.send(("hello", {"id": args.id, "pid": os.getpid(), "host": socket.gethostname(), "peer": peer_path}))
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.setswitchinterval(SWITCH_SECONDS)
     worker.serve_forever()
 
 
