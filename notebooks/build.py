@@ -19,6 +19,8 @@ def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
         if kind == "code+error":
             cell.metadata["tags"] = ["raises-exception"]
         out.append(cell)
+    for index, cell in enumerate(out):
+        cell["id"] = f"cell-{index}"
     notebook = new_notebook(cells=out)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return notebook

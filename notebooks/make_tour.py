@@ -2,6 +2,12 @@
 
 from build import write
 
+TAGGED = """datadir = '/data/'      # @1
+x = datadir + 'x.csv'   # @1
+y = datadir + 'y.csv'   # @2
+xy = x + y              # @1
+print("all done")       # @2"""
+
 CELLS = [
     ("md", """# ipyworkers: a tour
 
@@ -30,18 +36,8 @@ kernel."""),
 
 Tag each statement with `# @ID`. `--show` prints the program each worker runs, with the
 sends and receives ipyworkers found."""),
-    ("code", """%%parallel --show
-datadir = '/data/'      # @1
-x = datadir + 'x.csv'   # @1
-y = datadir + 'y.csv'   # @2
-xy = x + y              # @1
-print("all done")       # @2"""),
-    ("code", """%%parallel --block
-datadir = '/data/'      # @1
-x = datadir + 'x.csv'   # @1
-y = datadir + 'y.csv'   # @2
-xy = x + y              # @1
-print("all done")       # @2"""),
+    ("code", "%%parallel --show\n" + TAGGED),
+    ("code", "%%parallel --block\n" + TAGGED),
     ("code", "%pull xy\nxy"),
     ("md", """## Errors read like errors
 
