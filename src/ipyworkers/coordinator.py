@@ -739,9 +739,7 @@ class Cluster:
         with self._lock:
             task = self._tasks[task_id]
             if cancelled:
-                record = self.flow.tasks[task_id]
                 self.flow.cancelled(task_id, _root_of(message))
-                record.reason = _root_of(message)
                 self._end_task(task, CANCELLED, error=TaskCancelled(handle.id, task_id, message), at=at)
             else:
                 self.flow.finished(task_id, False, f"task #{task_id} on worker {handle.id} failed ({message})")

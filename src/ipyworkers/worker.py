@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import Future
 from typing import Any
 
@@ -293,7 +294,10 @@ class Worker:
         try:
             while True:
                 msg, parts = self.conn.recv()
-                self._on_control(msg, parts)
+                try:
+                    self._on_control(msg, parts)
+                except Exception:
+                    traceback.print_exc(file=sys.__stderr__)
         except (wire.WireError, OSError, EOFError):
             self.die()
 
@@ -407,10 +411,16 @@ class Worker:
         """Start fetching remote inputs now, while earlier tasks may still run here."""
         staged = {}
         for name, version, source in spec["deps"]:
-            if source not in (self.id, 0):
-                future = self._peer(source, spec["peers"][source]).request(name, version)
-                future.started = time.monotonic()
-                staged[name] = future
+            if source in (self.id, 0):
+                continue
+            address = spec["peers"].get(source)
+            if address is None:
+                future = Future()
+                future.set_exception(InputUnavailable(f"worker {source}, which holds {name!r}, is gone"))
+            else:
+                future = self._peer(source, address).request(name, version)
+            future.started = time.monotonic()
+            staged[name] = future
         if staged:
             self.staged[spec["id"]] = staged
 
