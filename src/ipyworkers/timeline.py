@@ -362,10 +362,13 @@ def _arrows(model: TimelineModel, row_y, x, t0, t1) -> list[str]:
         tooltip = (f"{name}: {_who(arrow.source)} → {_who(arrow.dest)}\n{human_bytes(arrow.bytes)} "
                    f"in {human_seconds(duration)} ({human_bytes(arrow.bytes / duration)}/s)")
         lx, ly = (xs + xe) / 2 + 3, (ys + ye) / 2
+        anchor = "start"
+        if lx > x(t1) - 90:
+            lx, anchor = min(xs, xe) - 4, "end"
         label = ""
         if not any(abs(lx - px) < 80 and abs(ly - py) < 12 for px, py in labels):
             labels.append((lx, ly))
-            label = (f'<text x="{lx:.1f}" y="{ly:.1f}" fill="#6e40c9">'
+            label = (f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" fill="#6e40c9">'
                      f'{html.escape(name)} {human_bytes(arrow.bytes)}</text>')
         out.append(f'<g class="transfer"><path d="M {xs:.1f} {ys:.1f} L {max(xe, xs + 2):.1f} {ye:.1f}" '
                    f'stroke="#6e40c9" stroke-width="1.5" fill="none" marker-end="url(#ipw-arrow)"/>'
