@@ -352,3 +352,10 @@ def test_a_failed_cell_keeps_what_it_bound_before_the_error(cluster):
     assert cluster.run("len(values)", on=2, block=True).result == 3
     with pytest.raises(TaskCancelled, match="'ratios' is unavailable because task"):
         cluster.run("ratios", on=2, block=True)
+
+
+def test_a_long_session_does_not_keep_every_task(cluster):
+    for i in range(2100):
+        cluster.run(f"x = {i}", on=1 + i % 2, want_result=False)
+    assert cluster.run("x", on=1, block=True).result == 2099
+    assert len(cluster.flow.tasks) < 1200 and len(cluster._tasks) < 1200

@@ -153,3 +153,23 @@ def test_names_a_failed_task_bound_before_its_error_stay_readable():
     bad = flow.submit(2, ["ratios"], [])
     dispatch, cancelled = flow.ready()
     assert ids(dispatch) == [good.id] and ids(cancelled) == [bad.id]
+
+
+def test_prune_forgets_ended_tasks_but_keeps_current_values_and_pending_inputs():
+    flow = flow_with(1, 2)
+    for _ in range(100):
+        task = flow.submit(1, [], ["x"])
+        flow.ready()
+        flow.finished(task.id, True)
+    current = flow.latest["x"]
+    slow = flow.submit(1, [], ["y"])
+    reader = flow.submit(2, ["y"], [])
+    flow.ready()
+    gone = flow.prune()
+    assert len(gone) == 99 and current not in gone
+    assert set(flow.tasks) == {current, slow.id, reader.id}
+    assert flow.where("x") == (current, {1})
+    flow.finished(slow.id, True)
+    assert flow.prune() == []
+    flow.finished(reader.id, True)
+    assert flow.prune() == [reader.id]

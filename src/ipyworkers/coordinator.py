@@ -36,6 +36,7 @@ from .tasks import RemoteError, Task, TaskCancelled, TaskFailed, TaskGroup
 STARTUP_TIMEOUT = 30.0
 STOP_GRACE = 1.0
 MONITOR_SECONDS = 0.2
+PRUNE_EVERY = 1000
 WORKER_NAMES = frozenset({"worker_id", "n_workers", "send", "recv", "close", "stream"})
 """Names every worker defines itself; like builtins, they move only once code rebinds them."""
 
@@ -432,6 +433,9 @@ class Cluster:
         task = Task(record.id, worker, label, sink if sink is not None else self._default_sink(),
                     code=code, cell=cell, want_result=want_result)
         self._tasks[record.id] = task
+        if record.id % PRUNE_EVERY == 0:
+            for gone in self.flow.prune():
+                self._tasks.pop(gone, None)
         self.events.record(ev.TASK_QUEUED, worker=worker, task=record.id, label=label,
                            code="\n".join((code or "").strip("\n").splitlines()[:4]),
                            reads=sorted(reads), writes=sorted(record.writes))
@@ -675,6 +679,8 @@ class Cluster:
 
     def _on_message(self, handle: WorkerHandle, msg: tuple, parts: list) -> None:
         kind = msg[0]
+        if kind in ("started", "finished", "unrun", "fetched") and msg[1] not in self._tasks:
+            return
         if kind == "stream":
             self._task_sink(msg[1]).stream(handle.id, msg[2], msg[3])
         elif kind == "display":

@@ -273,6 +273,23 @@ class Dataflow:
             if not readers:
                 del self._fetchers[name]
 
+    def prune(self) -> list[int]:
+        """Forget ended tasks nothing refers to any more: not a current version of a name,
+        not an input of a task still to run. Returns the ids forgotten."""
+        keep = set(self.latest.values())
+        for task in self.tasks.values():
+            if not task.final:
+                keep.add(task.id)
+                keep.update(d.version for d in task.deps)
+        gone = [tid for tid, task in self.tasks.items() if task.final and tid not in keep]
+        for tid in gone:
+            del self.tasks[tid]
+        stale = [key for key in self.holders if key[1] not in self.tasks]
+        for key in stale:
+            self.holders.pop(key, None)
+            self.sizes.pop(key, None)
+        return gone
+
     # -- the directory -------------------------------------------------------------------
 
     def where(self, name: str) -> tuple[int | None, set[int]]:
