@@ -11,6 +11,8 @@ import json
 
 from jupyter_client.manager import start_new_kernel
 
+from ipyworkers.dashboard import REFRESH_SECONDS
+
 KERNEL_CODE = """
 import json, statistics, time
 from IPython.display import display
@@ -29,13 +31,19 @@ def _run(show, n):
             task.wait()
         elapsed = time.perf_counter() - started
         if dashboard is not None:
+            redraw = time.perf_counter()
+            dashboard._render()
+            _redraws.append(time.perf_counter() - redraw)
             dashboard.close()
     return elapsed
+
+_redraws = []
 
 _times = {{"hidden": [], "shown": []}}
 for _ in range({rounds}):
     for _mode in ("hidden", "shown"):
         _times[_mode].append(_run(_mode == "shown", {tasks}))
+_times["redraw"] = _redraws
 print(json.dumps(_times))
 """
 
@@ -60,6 +68,9 @@ def main() -> None:
     print(f"  dashboard hidden: median {median(hidden):.2f} s  ({' '.join(f'{t:.2f}' for t in hidden)})")
     print(f"  dashboard shown:  median {median(shown):.2f} s  ({' '.join(f'{t:.2f}' for t in shown)})")
     print(f"  overhead: {(median(shown) / median(hidden) - 1) * 100:+.1f}%")
+    redraw = median(sorted(times["redraw"]))
+    print(f"  one redraw of the {args.tasks:,}-task timeline: {redraw * 1e3:.0f} ms, so an event is on screen "
+          f"within {REFRESH_SECONDS * 1e3:.0f} ms (the throttle) + {redraw * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -359,3 +359,14 @@ def test_a_long_session_does_not_keep_every_task(cluster):
         cluster.run(f"x = {i}", on=1 + i % 2, want_result=False)
     assert cluster.run("x", on=1, block=True).result == 2099
     assert len(cluster.flow.tasks) < 1200 and len(cluster._tasks) < 1200
+
+
+def test_source_dying_before_it_sends_gives_the_reader_a_clear_error(cluster):
+    cluster.run("y = 'old'", on=2, block=True)
+    cluster.run("import os, time\ntime.sleep(0.5)\nos._exit(1)\nx = 1", on=1)
+    reader = cluster.run("y = x", on=2)
+    reader.wait(30)
+    assert isinstance(reader.error, TaskFailed)
+    assert "worker 1 died during the transfer of 'x'" in str(reader.error)
+    cluster.flow.latest.pop("y")
+    assert cluster.run("y", on=2, block=True).result == "old"

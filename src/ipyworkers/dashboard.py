@@ -1,8 +1,9 @@
 """The live dashboard under ``%workers start``: worker status and the timeline.
 
-Events feed the timeline model as they are recorded (cheap); one background thread
-redraws at most every ``REFRESH_SECONDS``, so a flood of tiny tasks costs one
-redraw per interval, whose size is bounded by the pixels, not the task count.
+Recording an event only queues it. One background thread folds the queue into the
+timeline model and redraws, at most every ``REFRESH_SECONDS`` (longer for a huge
+timeline), so a flood of tiny tasks costs one redraw per interval, whose size is
+bounded by the pixels, not the task count.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from . import events as ev
@@ -18,6 +20,10 @@ from .timeline import TimelineModel, render_svg, summary_line
 
 REFRESH_SECONDS = 0.08
 TICK_SECONDS = 0.25
+MAX_DRAW_SHARE_INVERSE = 8
+"""Redraws take at most an eighth of the time: a small timeline (a few ms to draw) is
+redrawn every 80 ms, one of 10,000 tasks (about 20 ms, with its widget message) every
+160 ms, so drawing never starves the coordinator's threads in the kernel."""
 
 
 class Dashboard:
@@ -28,6 +34,7 @@ class Dashboard:
         self.width = width
         self.model = TimelineModel.from_events(cluster.events.events(), cluster.events.origin)
         self._lock = threading.Lock()
+        self._incoming: deque[ev.Event] = deque()
         self._dirty = threading.Event()
         self._closed = False
         self._window: tuple[float, float] | None = None
@@ -48,9 +55,10 @@ class Dashboard:
         self._thread.start()
 
     def _on_event(self, event: ev.Event) -> None:
-        with self._lock:
-            self.model.add(event)
-        self._dirty.set()
+        """On the coordinator's threads: only queue the event, never wait for a redraw."""
+        self._incoming.append(event)
+        if not self._dirty.is_set():
+            self._dirty.set()
 
     def _on_follow(self, change: dict) -> None:
         if change["new"]:
@@ -67,27 +75,28 @@ class Dashboard:
     _updating_span = False
 
     def _refresh_loop(self) -> None:
-        last = 0.0
+        last, cost = 0.0, 0.0
         while not self._closed and self.cluster.running:
             woke = self._dirty.wait(TICK_SECONDS)
             if woke:
-                time.sleep(max(0.0, REFRESH_SECONDS - (time.monotonic() - last)))
+                interval = max(REFRESH_SECONDS, MAX_DRAW_SHARE_INVERSE * cost)
+                time.sleep(max(0.0, interval - (time.monotonic() - last)))
             self._dirty.clear()
-            if woke or self._anything_running():
-                self._render()
+            if woke or self.model.running:
                 last = time.monotonic()
+                self._render()
+                cost = time.monotonic() - last
         self._render()
-
-    def _anything_running(self) -> bool:
-        return any(b.end is None for b in self.model.bars.values())
 
     def _render(self) -> None:
         now = time.monotonic() - self.model.origin
         with self._lock:
-            svg = render_svg(self.model, now=now if self._anything_running() else None,
-                             window=self._window, width=self.width)
-            line = summary_line(self.model, None if not self._anything_running() else now)
-            end = max(now if self._anything_running() else self.model.last_time, 1e-3)
+            while self._incoming:
+                self.model.add(self._incoming.popleft())
+            running = bool(self.model.running)
+            svg = render_svg(self.model, now=now if running else None, window=self._window, width=self.width)
+            line = summary_line(self.model, now if running else None)
+            end = max(now if running else self.model.last_time, 1e-3)
         self.drawing.value = svg
         self.summary.value = f'<span class="ipyworkers-summary">{html.escape(line)}</span>'
         self.status.value = status_html(self.cluster.status()) if self.cluster.running else "<i>workers stopped</i>"

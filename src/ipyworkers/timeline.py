@@ -67,6 +67,13 @@ class TimelineModel:
     dead: dict[int, float] = field(default_factory=dict)
     last_time: float = 0.0
     version: int = 0
+    first_time: float | None = None
+    running: set[int] = field(default_factory=set)
+    task_count: int = 0
+    bytes_moved: int = 0
+    _busy_done: dict[int, float] = field(default_factory=dict)
+    _ran_first: float | None = None
+    _ran_last: float | None = None
 
     @classmethod
     def from_events(cls, events: Iterable[ev.Event], origin: float) -> TimelineModel:
@@ -90,15 +97,24 @@ class TimelineModel:
         elif event.kind == ev.WORKER_STARTED:
             self.dead.pop(event.worker, None)
 
+    def _seen(self, t: float) -> None:
+        self.first_time = t if self.first_time is None else min(self.first_time, t)
+
     def _on_queued(self, event: ev.Event, t: float) -> None:
         self.workers.add(event.worker)
+        self._seen(t)
         self.bars[event.task] = Bar(event.task, event.worker, event.data.get("label", ""),
                                     event.data.get("code", ""), queued=t)
+        if event.worker != KERNEL:
+            self.task_count += 1
 
     def _on_started(self, event: ev.Event, t: float) -> None:
         bar = self.bars.get(event.task)
         if bar is not None:
             bar.start, bar.state = t, "running"
+            if bar.worker != KERNEL:
+                self.running.add(bar.task)
+                self._ran_first = t if self._ran_first is None else min(self._ran_first, t)
 
     def _on_ended(self, event: ev.Event, t: float) -> None:
         bar = self.bars.get(event.task)
@@ -107,12 +123,18 @@ class TimelineModel:
         bar.end = t
         bar.state = {ev.TASK_FINISHED: "done", ev.TASK_FAILED: "failed"}.get(event.kind, "cancelled")
         bar.error = event.data.get("error")
+        if bar.task in self.running:
+            self.running.discard(bar.task)
+            self._busy_done[bar.worker] = self._busy_done.get(bar.worker, 0.0) + t - bar.start
+            self._ran_last = t if self._ran_last is None else max(self._ran_last, t)
 
     def _on_transfer(self, event: ev.Event, t: float) -> None:
         data = event.data
         arrow = Arrow(data["name"], data["source"], data["dest"], data["bytes"],
                       data["start"] - self.origin, data["end"] - self.origin, data.get("count", 1))
         self.arrows.append(arrow)
+        self.bytes_moved += arrow.bytes
+        self._seen(arrow.start)
         self.workers.update(h for h in (arrow.source, arrow.dest) if h != KERNEL)
         reader = self.bars.get(event.task) if event.task is not None else None
         if reader is not None:
@@ -125,21 +147,22 @@ class TimelineModel:
         return [KERNEL, *sorted(w for w in self.workers if w != KERNEL)]
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
-        """Tasks, busy fraction per worker, bytes moved, wall time and speed-up."""
+        """Tasks, busy fraction per worker, bytes moved, wall time and speed-up (kept up to
+        date as events come, so this costs nothing per task)."""
         now = self.last_time if now is None else now
-        ran = [b for b in self.bars.values() if b.start is not None and b.worker != KERNEL]
-        if not ran:
-            return {"tasks": len(self.bars), "busy": {}, "bytes": 0, "wall": 0.0, "speedup": 0.0}
-        first = min(b.start for b in ran)
-        last = max((b.end if b.end is not None else now) for b in ran)
-        wall = max(last - first, 1e-9)
-        busy: dict[int, float] = {}
-        for bar in ran:
-            busy[bar.worker] = busy.get(bar.worker, 0.0) + (bar.end if bar.end is not None else now) - bar.start
+        if self._ran_first is None:
+            return {"tasks": self.task_count, "busy": {}, "bytes": self.bytes_moved, "wall": 0.0, "speedup": 0.0}
+        busy = dict(self._busy_done)
+        last = self._ran_last if self._ran_last is not None else self._ran_first
+        for task in self.running:
+            bar = self.bars[task]
+            busy[bar.worker] = busy.get(bar.worker, 0.0) + now - bar.start
+            last = max(last, now)
+        wall = max(last - self._ran_first, 1e-9)
         return {
-            "tasks": len([b for b in self.bars.values() if b.worker != KERNEL]),
+            "tasks": self.task_count,
             "busy": {w: busy[w] / wall for w in sorted(busy)},
-            "bytes": sum(a.bytes for a in self.arrows),
+            "bytes": self.bytes_moved,
             "wall": wall,
             "speedup": sum(busy.values()) / wall,
         }
@@ -208,8 +231,7 @@ def render_text(model: TimelineModel, now: float | None = None, width: int = 60)
 
 
 def _extent(model: TimelineModel, now: float) -> tuple[float, float]:
-    starts = [b.queued for b in model.bars.values()] + [a.start for a in model.arrows]
-    t0 = min(starts) if starts else 0.0
+    t0 = model.first_time if model.first_time is not None else 0.0
     return t0, max(now, t0 + 1e-3)
 
 
@@ -234,7 +256,7 @@ def render_svg(model: TimelineModel, now: float | None = None, window: tuple[flo
         *_bars(model, rows, row_y, x, t0, t1, now, plot),
         *_arrows(model, row_y, x, t0, t1),
     ]
-    if t0 <= now <= t1 and any(b.end is None and b.start is not None for b in model.bars.values()):
+    if t0 <= now <= t1 and model.running:
         parts.append(f'<line class="now" x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{AXIS_HEIGHT - 4}" '
                      f'y2="{height}" stroke="#bf3989" stroke-dasharray="3,2"/>')
     parts += ["</g>", "</svg>"]
