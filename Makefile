@@ -27,11 +27,12 @@ chromium:  ## Debian's Chromium for the browser test (never a browser download o
 	      || echo "Chromium could not be installed: the browser test will be skipped"; \
 	  else echo "Chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
-bench: $(STAMP)
+bench: $(STAMP)  ## by hand: every benchmark, against Dask and ipyparallel where they compare
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/core.py
 	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/timeline.py
+	$(PY) benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) notebooks/*.executed.ipynb test-artifacts
