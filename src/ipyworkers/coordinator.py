@@ -741,11 +741,13 @@ class Cluster:
                                at=info["t1"])
             self._dispatch_ready()
 
-    def _on_unrun(self, handle: WorkerHandle, task_id: int, message: str, cancelled: bool, at: float) -> None:
+    def _on_unrun(self, handle: WorkerHandle, task_id: int, message: str, root: str | None, at: float) -> None:
+        """The task never ran: cancelled for ``root`` (an input's original failure), or,
+        with no root, failed getting its inputs."""
         with self._lock:
             task = self._tasks[task_id]
-            if cancelled:
-                self.flow.cancelled(task_id, _root_of(message))
+            if root is not None:
+                self.flow.cancelled(task_id, root)
                 self._end_task(task, CANCELLED, error=TaskCancelled(handle.id, task_id, message), at=at)
             else:
                 self.flow.finished(task_id, False, f"task #{task_id} on worker {handle.id} failed ({message})")
@@ -815,11 +817,6 @@ def _label(code: str) -> str:
         if line and not line.startswith("#"):
             return line[:60]
     return "(empty)"
-
-
-def _root_of(message: str) -> str:
-    marker = " is unavailable because "
-    return message.split(marker, 1)[1] if marker in message else message
 
 
 def _check_names(names: list[str]) -> None:

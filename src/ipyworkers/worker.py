@@ -506,7 +506,7 @@ class Worker:
             self._record_outcome(task_id, f"task #{task_id} on worker {self.id} failed ({message})")
         else:
             self._record_outcome(task_id, root)
-        self.emit(("unrun", task_id, message, root is not None, time.monotonic()))
+        self.emit(("unrun", task_id, message, root, time.monotonic()))
 
     def _apply(self, call: dict, payload: dict[str, list]) -> _Outcome:
         """A function call sent by ``Cluster.map``/``mapreduce``: no cell, no namespace."""
