@@ -17,7 +17,7 @@ import warnings
 from common import fmt_seconds, have, median_time, table
 
 from ipyworkers import Cluster
-from ipyworkers.outputs import RecordingSink
+from ipyworkers.kernel.sinks import RecordingSink
 
 
 def ipyworkers_startup(n: int, repeat: int) -> tuple[float, float]:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ipyworkers import Cluster, chunks
-from ipyworkers.outputs import RecordingSink
+from ipyworkers.kernel.sinks import RecordingSink
 
 VALUES_PER_LINE = 8
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -11,14 +11,14 @@ import json
 
 from jupyter_client.manager import start_new_kernel
 
-from ipyworkers.dashboard import REFRESH_SECONDS
+from ipyworkers.notebook.dashboard import REFRESH_SECONDS
 
 KERNEL_CODE = """
 import json, statistics, time
 from IPython.display import display
 from ipyworkers import Cluster
-from ipyworkers.dashboard import Dashboard
-from ipyworkers.outputs import RecordingSink
+from ipyworkers.notebook.dashboard import Dashboard
+from ipyworkers.kernel.sinks import RecordingSink
 
 def _run(show, n):
     with Cluster(2, default_sink=RecordingSink()) as cluster:

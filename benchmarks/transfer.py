@@ -19,8 +19,8 @@ import warnings
 from common import fmt_seconds, have, table
 
 from ipyworkers import Cluster
-from ipyworkers import events as ev
-from ipyworkers.outputs import RecordingSink
+from ipyworkers.kernel import events as ev
+from ipyworkers.kernel.sinks import RecordingSink
 
 ARRAY_ITEMS = 100 * 2**20 // 8
 LIST_ITEMS = 9_000_000

@@ -118,7 +118,7 @@ def _kill(pid: int) -> None:
 @pytest.fixture
 def cluster():
     from ipyworkers import Cluster
-    from ipyworkers.outputs import RecordingSink
+    from ipyworkers.kernel.sinks import RecordingSink
 
     c = Cluster(2, default_sink=RecordingSink())
     c.start()
@@ -130,6 +130,6 @@ def cluster():
 
 @pytest.fixture
 def sink():
-    from ipyworkers.outputs import RecordingSink
+    from ipyworkers.kernel.sinks import RecordingSink
 
     return RecordingSink()

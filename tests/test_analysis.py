@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ipyworkers.analysis import analyze
+from ipyworkers.plan.analysis import analyze
 
 
 def rw(code: str) -> tuple[set[str], set[str]]:

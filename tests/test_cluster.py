@@ -13,9 +13,9 @@ import psutil
 import pytest
 
 from ipyworkers import Cluster, ClusterError, RemoteError, TaskCancelled, TaskFailed, WorkerStartError
-from ipyworkers import events as ev
-from ipyworkers.launchers import LocalLauncher
-from ipyworkers.outputs import RecordingSink
+from ipyworkers.kernel import events as ev
+from ipyworkers.kernel.launchers import LocalLauncher
+from ipyworkers.kernel.sinks import RecordingSink
 
 
 def intervals(cluster: Cluster, tasks) -> list[tuple[float, float]]:

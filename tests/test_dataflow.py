@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipyworkers.dataflow import DISPATCHED, KERNEL, Dataflow
+from ipyworkers.plan.dataflow import DISPATCHED, KERNEL, Dataflow
 
 
 def flow_with(*workers: int) -> Dataflow:

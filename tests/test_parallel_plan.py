@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ipyworkers.dataflow import Dataflow
-from ipyworkers.parallel import TagError, plan, render, split
+from ipyworkers.plan.dataflow import Dataflow
+from ipyworkers.plan.parallel import TagError, plan, render, split
 
 EXAMPLE = '''datadir = '/data/'      # @1
 x = datadir + 'x.csv'   # @1

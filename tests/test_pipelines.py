@@ -7,7 +7,7 @@ import operator
 import pytest
 
 from ipyworkers import RemoteError, TaskFailed, chunks, range_lines, read_range
-from ipyworkers import events as ev
+from ipyworkers.kernel import events as ev
 
 # -- chunks by offset (no processes) -------------------------------------------------------------
 

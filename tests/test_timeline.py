@@ -6,8 +6,16 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from ipyworkers import events as ev
-from ipyworkers.timeline import TimelineModel, chrome_trace, html_page, render_svg, render_text, save, summary_line
+from ipyworkers.kernel import events as ev
+from ipyworkers.notebook.timeline import (
+    TimelineModel,
+    chrome_trace,
+    html_page,
+    render_svg,
+    render_text,
+    save,
+    summary_line,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 

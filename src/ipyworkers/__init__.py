@@ -1,16 +1,24 @@
 """Task parallelism for notebooks: tag a cell (``%%worker 2``) or its lines
 (``# @1``) with workers; variables move between workers by themselves."""
 
-from .analysis import CodeNames, analyze
-from .channels import ChannelError
-from .coordinator import Cluster, ClusterError, WorkerStartError
+from .errors import (
+    ChannelError,
+    ClusterError,
+    IpyworkersError,
+    RemoteError,
+    TaskCancelled,
+    TaskFailed,
+    WorkerStartError,
+)
 from .files import chunks, range_lines, read_range
-from .tasks import RemoteError, Task, TaskCancelled, TaskFailed, TaskGroup
+from .kernel.cluster import Cluster
+from .kernel.tasks import Task, TaskGroup
+from .plan.analysis import CodeNames, analyze
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cluster", "ClusterError", "WorkerStartError", "RemoteError", "Task", "TaskCancelled",
+    "Cluster", "ClusterError", "IpyworkersError", "WorkerStartError", "RemoteError", "Task", "TaskCancelled",
     "TaskFailed", "TaskGroup", "CodeNames", "analyze", "load_ipython_extension",
     "unload_ipython_extension", "current", "ChannelError", "chunks", "range_lines", "read_range",
 ]
@@ -18,18 +26,18 @@ __all__ = [
 
 def current() -> Cluster | None:
     """The cluster that ``%workers start`` started in this kernel, for the Python API."""
-    from .magics import current as _current
+    from .notebook.magics import current as _current
 
     return _current()
 
 
 def load_ipython_extension(ipython) -> None:
-    from .magics import load
+    from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .magics import unload
+    from .notebook.magics import unload
 
     unload(ipython)

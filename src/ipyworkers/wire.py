@@ -26,6 +26,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import AuthenticationError, ConnectionClosed, FrameError, SerializationError, WireError  # noqa: F401
+
 COUNT = struct.Struct("!I")
 LENGTH = struct.Struct("!Q")
 HANDSHAKE_LIMIT = 256
@@ -42,24 +44,14 @@ _WELCOME = b"ipyworkers-welcome"
 _FAILURE = b"ipyworkers-failure"
 
 
-class WireError(Exception):
-    """A link broke or a peer broke the protocol."""
 
 
-class ConnectionClosed(WireError):
-    """The other end closed the link."""
 
 
-class FrameError(WireError):
-    """A frame header announced something we refuse to read."""
 
 
-class AuthenticationError(WireError):
-    """The peer did not prove it holds the session key."""
 
 
-class SerializationError(Exception):
-    """A value could not be pickled or unpickled; the message names it."""
 
 
 # -- raw frames ----------------------------------------------------------------

@@ -12,10 +12,11 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from .coordinator import Cluster, ClusterError
-from .outputs import PrintSink, QueueSink, Sink, WidgetSink
-from .parallel import TagError
-from .tasks import Task, TaskGroup
+from ..errors import ClusterError, TagError
+from ..kernel.cluster import Cluster
+from ..kernel.sinks import PrintSink, Sink
+from ..kernel.tasks import Task, TaskGroup
+from .outputs import QueueSink, WidgetSink
 
 INTERRUPT_GRACE = 5.0
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")

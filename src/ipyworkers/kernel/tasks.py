@@ -7,51 +7,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .dataflow import CANCELLED, DONE, FAILED, QUEUED
-
-
-class RemoteError(Exception):
-    """User code raised on a worker; the traceback points at the cell's lines."""
-
-    def __init__(self, worker: int, task: int, ename: str, evalue: str, traceback: list[str]):
-        super().__init__(f"{ename}: {evalue}")
-        self.worker = worker
-        self.task = task
-        self.ename = ename
-        self.evalue = evalue
-        self.traceback = traceback
-
-    def __str__(self) -> str:
-        return f"{self.ename}: {self.evalue} (task #{self.task} on worker {self.worker})"
-
-    def _render_traceback_(self) -> list[str]:
-        """IPython shows this instead of the local traceback of the magic."""
-        return [f"[worker {self.worker}] task #{self.task}", *self.traceback]
-
-
-class TaskCancelled(Exception):
-    """A task did not run because an input it needs failed or was lost."""
-
-    def __init__(self, worker: int, task: int, message: str):
-        super().__init__(message)
-        self.worker = worker
-        self.task = task
-
-    def __str__(self) -> str:
-        return f"task #{self.task} on worker {self.worker} was cancelled: {self.args[0]}"
-
-
-class TaskFailed(Exception):
-    """A task could not run or finish for a reason outside its code (a dead worker, a value
-    that would not unpickle)."""
-
-    def __init__(self, worker: int, task: int, message: str):
-        super().__init__(message)
-        self.worker = worker
-        self.task = task
-
-    def __str__(self) -> str:
-        return f"task #{self.task} on worker {self.worker} failed: {self.args[0]}"
+from ..errors import RemoteError, TaskCancelled, TaskFailed  # noqa: F401 (re-exported)
+from ..plan.dataflow import CANCELLED, DONE, FAILED, QUEUED
 
 
 class Task:

@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import wire
+from ..errors import ClusterError, RemoteError, TaskCancelled, TaskFailed, WorkerStartError
+from ..plan import parallel
+from ..plan.analysis import CodeNames, analyze
+from ..plan.dataflow import CANCELLED, DONE, FAILED, KERNEL, RUNNING, Dataflow, TaskRecord, holder_name
 from . import events as ev
-from . import parallel, wire
-from .analysis import CodeNames, analyze
-from .dataflow import CANCELLED, DONE, FAILED, KERNEL, RUNNING, Dataflow, TaskRecord, holder_name
 from .launchers import LocalLauncher, WorkerProcess
 from .mapreduce import NO_INITIAL, map_items, map_reduce
-from .outputs import PrintSink, Sink
-from .tasks import RemoteError, Task, TaskCancelled, TaskFailed, TaskGroup
+from .sinks import PrintSink, Sink
+from .tasks import Task, TaskGroup
 
 STARTUP_TIMEOUT = 30.0
 STOP_GRACE = 1.0
@@ -43,12 +45,8 @@ WORKER_NAMES = frozenset({"worker_id", "n_workers", "send", "recv", "close", "st
 _live_clusters: weakref.WeakSet[Cluster] = weakref.WeakSet()
 
 
-class ClusterError(Exception):
-    """Misuse of a cluster: not started, unknown worker, bad argument."""
 
 
-class WorkerStartError(ClusterError):
-    """A worker did not start; the message holds the tail of its output."""
 
 
 @dataclass

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from . import wire
+from .. import wire
+from ..errors import ClusterError
+from ..protocol import NOTHING
 from .tasks import Task
 
 WINDOW = 2
@@ -113,8 +115,6 @@ def _targets(cluster, on: Sequence[int] | None) -> list[int]:
     ids = cluster._check_ids(on, allow_all=on is None)
     alive = [w for w in ids if w in cluster.worker_ids and not cluster._workers[w].lost]
     if not alive:
-        from .coordinator import ClusterError
-
         raise ClusterError("no live workers to map on")
     return alive
 
@@ -174,7 +174,6 @@ NO_INITIAL = object()
 
 def map_reduce(cluster, mapper: Callable, reducer: Callable, items: Iterable, *,
                on: Sequence[int] | None = None, progress: Any = None, initial: Any = NO_INITIAL) -> Any:
-    from .worker import NOTHING
 
     cluster._require_running()
     items = list(items)

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import wire
+from .. import wire
+from ..errors import ChannelError
 
 WINDOW = 256
 WINDOW_BYTES = 32 << 20
@@ -29,8 +30,6 @@ BATCH_BYTES = 256 << 10
 BATCH_DELAY = 0.001
 
 
-class ChannelError(Exception):
-    """The other end of a stream failed, died, or is not there; the message says which."""
 
 
 @dataclass

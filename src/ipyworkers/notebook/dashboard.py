@@ -14,8 +14,8 @@ import time
 from collections import deque
 from typing import Any
 
-from . import events as ev
-from .coordinator import Cluster
+from ..kernel import events as ev
+from ..kernel.cluster import Cluster
 from .timeline import TimelineModel, render_svg, summary_line
 
 REFRESH_SECONDS = 0.08

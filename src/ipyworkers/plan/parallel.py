@@ -16,14 +16,13 @@ import re
 import tokenize
 from dataclasses import dataclass, field
 
+from ..errors import TagError
 from .analysis import analyze
 from .dataflow import KERNEL, Dataflow
 
 TAG = re.compile(r"^#\s*(?:@\s*|worker\s+)(\S+)")
 
 
-class TagError(ValueError):
-    """A statement's tag is missing or names no worker; the message says which line."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import events as ev
+from ..kernel import events as ev
 
 KERNEL = 0
 COLORS = {

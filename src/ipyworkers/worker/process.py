@@ -22,9 +22,11 @@ import traceback
 from concurrent.futures import Future
 from typing import Any
 
-from . import wire
-from .channels import ChannelError, Channels
-from .wire import Connection, SerializationError
+from .. import wire
+from ..errors import ChannelError
+from ..protocol import NOTHING
+from ..wire import Connection, SerializationError
+from .channels import Channels
 
 PARENT_POLL_SECONDS = 0.25
 FLUSH_SECONDS = 0.05
@@ -611,18 +613,6 @@ class _Outcome:
         self.success = success
 
 
-class _Nothing:
-    """A worker that got no items has no partial result."""
-
-    def __reduce__(self):
-        return (_nothing, ())
-
-
-def _nothing() -> _Nothing:
-    return NOTHING
-
-
-NOTHING = _Nothing()
 
 
 class _Unpicklable:
@@ -729,9 +719,3 @@ def main(argv: list[str] | None = None) -> None:
     worker.serve_forever()
 
 
-if __name__ == "__main__":
-    # Run the copy imported under its own name, so the classes a worker sends back
-    # (markers, stand-ins) are ipyworkers.worker's and unpickle by reference.
-    from ipyworkers.worker import main as _main
-
-    _main()
