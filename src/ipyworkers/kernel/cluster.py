@@ -45,6 +45,11 @@ WORKER_NAMES = frozenset({"worker_id", "n_workers", "send", "recv", "close", "st
 _live_clusters: weakref.WeakSet[Cluster] = weakref.WeakSet()
 
 
+def live_clusters() -> list[Cluster]:
+    """Clusters started in this process and not yet stopped."""
+    return list(_live_clusters)
+
+
 
 
 
