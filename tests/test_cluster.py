@@ -97,7 +97,7 @@ def test_interrupt_stops_the_code_and_the_worker_keeps_its_variables(cluster):
     cluster.run("kept = 'still here'", on=1, block=True)
     task = cluster.run("import time\nwhile True:\n    time.sleep(0.05)", on=1)
     _wait_until(lambda: task.state == "running")
-    assert cluster.interrupt(1) == [1]
+    assert cluster.interrupt(1) == {1: "interrupted"}
     task.wait(10)
     assert isinstance(task.error, RemoteError) and task.error.ename == "KeyboardInterrupt"
     assert cluster.run("kept", on=1, block=True).result == "still here"
@@ -240,7 +240,7 @@ def test_a_100_mb_array_moves_intact_and_not_through_the_kernel(cluster):
     cluster.run("import numpy as np\nrng = np.random.default_rng(5)\nbig = rng.random(13_107_200)", on=1)
     task = cluster.run("import numpy as np\nnp.array_equal(big, np.random.default_rng(5).random(13_107_200))", on=2)
     assert task.wait(60).result is True
-    kernel_bytes = sum(h.conn.bytes_received for h in cluster._workers.values())
+    kernel_bytes = sum(h.link.conn.bytes_received for h in cluster._supervisor.handles.values())
     assert kernel_bytes < 1_000_000, f"{kernel_bytes} bytes went through the kernel"
     (transfer,) = cluster.events.events(ev.TRANSFER)
     assert transfer.data["bytes"] >= 100 * 2**20
@@ -358,7 +358,7 @@ def test_a_long_session_does_not_keep_every_task(cluster):
     for i in range(2100):
         cluster.run(f"x = {i}", on=1 + i % 2, want_result=False)
     assert cluster.run("x", on=1, block=True).result == 2099
-    assert len(cluster.flow.tasks) < 1200 and len(cluster._tasks) < 1200
+    assert len(cluster.flow.tasks) < 1200 and len(cluster._scheduler.tasks) < 1200
 
 
 def test_source_dying_before_it_sends_gives_the_reader_a_clear_error(cluster):

@@ -30,7 +30,7 @@ def nb(kernel):
 
 def worker_pids(session: KernelSession) -> list[int]:
     kernel = psutil.Process(session.pid)
-    return [p.pid for p in kernel.children(recursive=True) if "ipyworkers.worker" in p.cmdline()]
+    return [p.pid for p in kernel.children() if "ipyworkers.worker" in p.cmdline()]
 
 
 def test_two_non_blocking_cells_run_at_once_and_stream_into_their_own_cells(nb):
@@ -193,7 +193,8 @@ def test_killing_the_kernel_leaves_no_worker_alive():
         time.sleep(0.5)
         kernel = psutil.Process(session.pid)
         descendants = kernel.children(recursive=True)
-        assert len([p for p in descendants if "ipyworkers.worker" in p.cmdline()]) == 2
+        workers = [p for p in kernel.children() if "ipyworkers.worker" in p.cmdline()]
+        assert len(workers) == 2, "each worker is a child of the kernel (its group guard is the worker's child)"
     finally:
         session.kill()
     deadline = time.monotonic() + 10

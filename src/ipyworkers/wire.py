@@ -1,4 +1,4 @@
-"""Framing, authentication and serialisation for every link (control and peer).
+"""Links: framing and authentication for every link, control and peer alike.
 
 A frame is a list of byte parts sent as one scatter/gather write::
 
@@ -6,17 +6,20 @@ A frame is a list of byte parts sent as one scatter/gather write::
     !Q  length of each part
     ... the parts, back to back
 
-Each part is received into its own preallocated buffer, so a large out-of-band
-pickle buffer (a NumPy array, a bytes object) is never joined into one big copy.
+One parser (``FrameReader.frame``) reads every frame, with a size limit as a parameter.
+A large part is received into its own preallocated buffer, so an out-of-band pickle
+buffer (a NumPy array, a bytes object) is never joined into one big copy.
 
-Before a link is authenticated, frames are capped at a few hundred bytes and
-nothing is unpickled: the two ends run a mutual HMAC-SHA256 challenge with the
-session key, in the manner of ``multiprocessing.connection``.
+``Listener.accept()`` and ``connect()`` return only authenticated ``Connection``s, as
+``multiprocessing.connection`` does: the two ends first run a mutual HMAC-SHA256
+challenge with the session key, on frames capped at ``HANDSHAKE_LIMIT`` bytes, and
+nothing is unpickled before it succeeds. No caller can skip it.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import mmap
 import os
 import pickle
@@ -26,7 +29,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import AuthenticationError, ConnectionClosed, FrameError, SerializationError, WireError  # noqa: F401
+from . import protocol
+from .errors import AuthenticationError, ConnectionClosed, FrameError, WireError
+
+log = logging.getLogger("ipyworkers.wire")
 
 COUNT = struct.Struct("!I")
 LENGTH = struct.Struct("!Q")
@@ -37,6 +43,7 @@ IOV_MAX = 512
 LARGE_BUFFER = 1 << 20
 READ_BUFFER = 1 << 18
 NONCE_BYTES = 32
+HANDSHAKE_SECONDS = 10.0
 
 _CHALLENGE = b"ipyworkers-challenge"
 _RESPONSE = b"ipyworkers-response"
@@ -44,25 +51,7 @@ _WELCOME = b"ipyworkers-welcome"
 _FAILURE = b"ipyworkers-failure"
 
 
-
-
-
-
-
-
-
-
-
-
-# -- raw frames ----------------------------------------------------------------
-
-
-def _recv_exact_into(sock: socket.socket, view: memoryview) -> None:
-    while view:
-        n = sock.recv_into(view)
-        if n == 0:
-            raise ConnectionClosed("connection closed by peer")
-        view = view[n:]
+# -- frames ---------------------------------------------------------------------------
 
 
 def receive_buffer(size: int) -> bytearray | mmap.mmap:
@@ -83,10 +72,12 @@ def receive_buffer(size: int) -> bytearray | mmap.mmap:
     return buf
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytearray | mmap.mmap:
-    buf = receive_buffer(size)
-    _recv_exact_into(sock, memoryview(buf))
-    return buf
+def _recv_exact_into(sock: socket.socket, view: memoryview) -> None:
+    while view:
+        n = sock.recv_into(view)
+        if n == 0:
+            raise ConnectionClosed("connection closed by peer")
+        view = view[n:]
 
 
 def _flat(part: Any) -> memoryview:
@@ -109,84 +100,6 @@ def send_frame(sock: socket.socket, parts: Sequence[Any]) -> None:
             else:
                 pending[0] = head[sent:]
                 sent = 0
-
-
-def recv_frame(sock: socket.socket, limit: int | None = None) -> list[bytearray | mmap.mmap]:
-    """Receive one frame; refuse it before allocating if it exceeds ``limit`` bytes."""
-    (count,) = COUNT.unpack(_recv_exact(sock, COUNT.size))
-    max_parts = MAX_PARTS if limit is None else max(1, limit // LENGTH.size)
-    if count > max_parts:
-        raise FrameError(f"frame announces {count} parts (limit {max_parts})")
-    lengths_raw = _recv_exact(sock, LENGTH.size * count)
-    lengths = [LENGTH.unpack_from(lengths_raw, i * LENGTH.size)[0] for i in range(count)]
-    total = sum(lengths)
-    if limit is not None and total > limit:
-        raise FrameError(f"frame announces {total} bytes (limit {limit})")
-    parts = []
-    for size in lengths:
-        parts.append(_recv_exact(sock, size))
-    return parts
-
-
-# -- authentication -----------------------------------------------------------------
-
-
-def _digest(key: bytes, nonce: bytes) -> bytes:
-    return hmac.new(key, _RESPONSE + nonce, "sha256").digest()
-
-
-def _deliver_challenge(sock: socket.socket, key: bytes) -> None:
-    nonce = os.urandom(NONCE_BYTES)
-    send_frame(sock, [_CHALLENGE, nonce])
-    answer = recv_frame(sock, HANDSHAKE_LIMIT)
-    if len(answer) != 1 or not hmac.compare_digest(bytes(answer[0]), _digest(key, nonce)):
-        send_frame(sock, [_FAILURE])
-        raise AuthenticationError("peer failed the session-key challenge")
-    send_frame(sock, [_WELCOME])
-
-
-def _answer_challenge(sock: socket.socket, key: bytes) -> None:
-    challenge = recv_frame(sock, HANDSHAKE_LIMIT)
-    if len(challenge) != 2 or bytes(challenge[0]) != _CHALLENGE:
-        raise AuthenticationError("peer sent a malformed challenge")
-    send_frame(sock, [_digest(key, bytes(challenge[1]))])
-    verdict = recv_frame(sock, HANDSHAKE_LIMIT)
-    if [bytes(p) for p in verdict] != [_WELCOME]:
-        raise AuthenticationError("peer rejected our session key")
-
-
-def _handshake(sock: socket.socket, key: bytes, timeout: float, first, second) -> None:
-    previous = sock.gettimeout()
-    sock.settimeout(timeout)
-    try:
-        first(sock, key)
-        second(sock, key)
-    except TimeoutError as exc:
-        raise AuthenticationError(f"handshake timed out after {timeout} s") from exc
-    except (ConnectionClosed, FrameError, OSError) as exc:
-        raise AuthenticationError(f"handshake failed: {exc}") from exc
-    finally:
-        sock.settimeout(previous)
-
-
-def handshake_server(sock: socket.socket, key: bytes, timeout: float = 10.0) -> None:
-    """Accepting side: challenge first, so an unauthenticated client learns nothing."""
-    _handshake(sock, key, timeout, _deliver_challenge, _answer_challenge)
-
-
-def handshake_client(sock: socket.socket, key: bytes, timeout: float = 10.0) -> None:
-    _handshake(sock, key, timeout, _answer_challenge, _deliver_challenge)
-
-
-# -- authenticated connections ---------------------------------------------------------
-
-
-def tune(sock: socket.socket) -> None:
-    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        except OSError:
-            pass
 
 
 class FrameReader:
@@ -217,7 +130,7 @@ class FrameReader:
         self.start += size
         return out
 
-    def read(self, size: int) -> bytearray | mmap.mmap:
+    def _read(self, size: int) -> bytearray | mmap.mmap:
         if size <= len(self.buf) // 2:
             return self._take(size)
         out = receive_buffer(size)
@@ -228,46 +141,114 @@ class FrameReader:
         _recv_exact_into(self.sock, target[have:])
         return out
 
-    def frame(self) -> list[bytearray | mmap.mmap]:
+    def frame(self, limit: int | None = None) -> list[bytearray | mmap.mmap]:
+        """One frame; refused before anything is allocated if it announces more than
+        ``limit`` bytes (or more parts than ``limit`` could hold)."""
         (count,) = COUNT.unpack(self._take(COUNT.size))
-        if count > MAX_PARTS:
-            raise FrameError(f"frame announces {count} parts (limit {MAX_PARTS})")
-        lengths = self._take(LENGTH.size * count)
-        return [self.read(LENGTH.unpack_from(lengths, i * LENGTH.size)[0]) for i in range(count)]
+        max_parts = MAX_PARTS if limit is None else max(1, limit // LENGTH.size)
+        if count > max_parts:
+            raise FrameError(f"frame announces {count} parts (limit {max_parts})")
+        raw = self._take(LENGTH.size * count)
+        lengths = [LENGTH.unpack_from(raw, i * LENGTH.size)[0] for i in range(count)]
+        if limit is not None and sum(lengths) > limit:
+            raise FrameError(f"frame announces {sum(lengths)} bytes (limit {limit})")
+        return [self._read(size) for size in lengths]
+
+
+# -- authentication -----------------------------------------------------------------------
+
+
+def _digest(key: bytes, nonce: bytes) -> bytes:
+    return hmac.new(key, _RESPONSE + nonce, "sha256").digest()
+
+
+def _deliver_challenge(sock: socket.socket, reader: FrameReader, key: bytes) -> None:
+    nonce = os.urandom(NONCE_BYTES)
+    send_frame(sock, [_CHALLENGE, nonce])
+    answer = reader.frame(HANDSHAKE_LIMIT)
+    if len(answer) != 1 or not hmac.compare_digest(bytes(answer[0]), _digest(key, nonce)):
+        send_frame(sock, [_FAILURE])
+        raise AuthenticationError("peer failed the session-key challenge")
+    send_frame(sock, [_WELCOME])
+
+
+def _answer_challenge(sock: socket.socket, reader: FrameReader, key: bytes) -> None:
+    challenge = reader.frame(HANDSHAKE_LIMIT)
+    if len(challenge) != 2 or bytes(challenge[0]) != _CHALLENGE:
+        raise AuthenticationError("peer sent a malformed challenge")
+    send_frame(sock, [_digest(key, bytes(challenge[1]))])
+    verdict = reader.frame(HANDSHAKE_LIMIT)
+    if [bytes(p) for p in verdict] != [_WELCOME]:
+        raise AuthenticationError("peer rejected our session key")
+
+
+def authenticate(sock: socket.socket, reader: FrameReader, key: bytes, *, server: bool,
+                 timeout: float = HANDSHAKE_SECONDS) -> None:
+    """Mutual challenge; the accepting side challenges first, so an unauthenticated
+    client learns nothing. Raises ``AuthenticationError`` on any failure."""
+    steps = (_deliver_challenge, _answer_challenge) if server else (_answer_challenge, _deliver_challenge)
+    previous = sock.gettimeout()
+    sock.settimeout(timeout)
+    try:
+        for step in steps:
+            step(sock, reader, key)
+    except TimeoutError as exc:
+        raise AuthenticationError(f"handshake timed out after {timeout} s") from exc
+    except (ConnectionClosed, FrameError, OSError) as exc:
+        raise AuthenticationError(f"handshake failed: {exc}") from exc
+    finally:
+        sock.settimeout(previous)
+
+
+# -- connections -------------------------------------------------------------------------
+
+
+def tune(sock: socket.socket) -> None:
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        except OSError:
+            pass
 
 
 class Connection:
-    """An authenticated link: a pickled header message plus raw byte parts.
+    """An authenticated link carrying ``protocol`` records plus raw byte parts.
 
-    One thread reads; any number of threads may send.
+    Only one thread reads; any number may send, each frame going out whole under the
+    send lock. Made only by ``Listener.accept`` and ``connect``.
     """
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, reader: FrameReader):
         self.sock = sock
+        self._reader = reader
         self._send_lock = threading.Lock()
-        self._reader = FrameReader(sock)
         self.closed = False
         self.bytes_received = 0
 
     def send(self, msg: Any, parts: Sequence[Any] = ()) -> None:
-        head = pickle.dumps(msg, protocol=5)
+        head = pickle.dumps(protocol.pack(msg), protocol=5)
         with self._send_lock:
             try:
                 send_frame(self.sock, [head, *parts])
             except OSError as exc:
+                if isinstance(exc, WireError):
+                    raise
                 raise ConnectionClosed(str(exc)) from exc
 
-    def recv(self) -> tuple[Any, list[bytearray]]:
+    def recv(self) -> tuple[Any, list]:
         try:
             parts = self._reader.frame()
         except OSError as exc:
-            if isinstance(exc, ConnectionClosed):
+            if isinstance(exc, WireError):
                 raise
             raise ConnectionClosed(str(exc)) from exc
         if not parts:
             raise FrameError("empty frame")
         self.bytes_received += sum(len(p) for p in parts)
-        return pickle.loads(parts[0]), parts[1:]
+        try:
+            return protocol.unpack(pickle.loads(parts[0])), parts[1:]
+        except Exception as exc:
+            raise FrameError(f"unreadable message: {exc}") from exc
 
     def close(self) -> None:
         if self.closed:
@@ -280,82 +261,61 @@ class Connection:
         self.sock.close()
 
 
-def connect_unix(path: str, key: bytes, timeout: float = 10.0) -> Connection:
+def _authenticated(sock: socket.socket, key: bytes, server: bool, timeout: float) -> Connection:
+    try:
+        tune(sock)
+        reader = FrameReader(sock)
+        authenticate(sock, reader, key, server=server, timeout=timeout)
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(sock, reader)
+
+
+class Listener:
+    """A bound, listening Unix socket; bound before its address is handed out."""
+
+    def __init__(self, path: str, key: bytes, backlog: int = 64):
+        self.address = path
+        self._key = key
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.bind(path)
+            self._sock.listen(backlog)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def accept(self, timeout: float | None = None, handshake_timeout: float = HANDSHAKE_SECONDS) -> Connection:
+        """The next authenticated connection. ``TimeoutError`` if none comes within
+        ``timeout``; ``AuthenticationError`` if one came and failed the challenge."""
+        self._sock.settimeout(timeout)
+        sock, _ = self._sock.accept()
+        sock.settimeout(None)
+        try:
+            return _authenticated(sock, self._key, True, handshake_timeout)
+        except AuthenticationError as exc:
+            log.debug("refused a connection on %s: %s", self.address, exc)
+            raise
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            os.unlink(self.address)
+        except OSError:
+            pass
+
+
+def connect(address: str, key: bytes, timeout: float = HANDSHAKE_SECONDS) -> Connection:
+    """An authenticated connection to the ``Listener`` at ``address``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        tune(sock)
         sock.settimeout(timeout)
-        sock.connect(path)
-        sock.settimeout(None)
-        handshake_client(sock, key, timeout)
+        sock.connect(address)
     except BaseException:
         sock.close()
         raise
-    return Connection(sock)
-
-
-def accept_authenticated(listener: socket.socket, key: bytes, timeout: float = 10.0) -> Connection:
-    sock, _ = listener.accept()
-    try:
-        sock.settimeout(None)
-        tune(sock)
-        handshake_server(sock, key, timeout)
-    except BaseException:
-        sock.close()
-        raise
-    return Connection(sock)
-
-
-# -- values ---------------------------------------------------------------------------
-
-
-def dumps_value(name: str, value: Any) -> list[Any]:
-    """Pickle ``value`` with protocol 5; large buffers stay out of band, uncopied.
-
-    Plain pickle first (twice as fast on small values); cloudpickle when that fails
-    or refers to ``__main__``, whose functions and classes must travel by value.
-    """
-    buffers: list[pickle.PickleBuffer] = []
-    try:
-        main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        if b"__main__" not in main:
-            return [main, *(b.raw() for b in buffers)]
-    except Exception:
-        pass
-    import cloudpickle
-
-    buffers = []
-    try:
-        main = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    except Exception as exc:
-        kind = type(value)
-        raise SerializationError(
-            f"cannot send variable {name!r} of type {kind.__module__}.{kind.__qualname__}: {exc}"
-        ) from exc
-    return [main, *(b.raw() for b in buffers)]
-
-
-def loads_value(name: str, parts: Sequence[Any], where: str) -> Any:
-    try:
-        return pickle.loads(parts[0], buffers=parts[1:])
-    except Exception as exc:
-        raise SerializationError(
-            f"variable {name!r} cannot be unpickled on {where}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def pack_values(values: dict[str, list[Any]]) -> tuple[list[tuple[str, int]], list[Any]]:
-    """Flatten {name: parts} into (index, parts) for one frame."""
-    index, parts = [], []
-    for name, value_parts in values.items():
-        index.append((name, len(value_parts)))
-        parts.extend(value_parts)
-    return index, parts
-
-
-def unpack_values(index: Sequence[tuple[str, int]], parts: Sequence[Any]) -> dict[str, list[Any]]:
-    out, pos = {}, 0
-    for name, count in index:
-        out[name] = list(parts[pos : pos + count])
-        pos += count
-    return out
+    conn = _authenticated(sock, key, False, timeout)
+    log.debug("connected to %s", address)
+    return conn

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .. import wire
+from .. import serialize
 from ..errors import ClusterError
 from ..protocol import NOTHING
 from .tasks import Task
@@ -72,8 +72,8 @@ class _Feeder:
             first = worker not in self.used
             self.used.add(worker)
         try:
-            payload = {"item": wire.dumps_value(f"item {index}", self.items[index])}
-        except wire.SerializationError as exc:
+            payload = {"item": serialize.dumps_value(f"item {index}", self.items[index])}
+        except serialize.SerializationError as exc:
             self._fail(exc)
             return
         if first:
@@ -112,8 +112,7 @@ class _Feeder:
 
 
 def _targets(cluster, on: Sequence[int] | None) -> list[int]:
-    ids = cluster._check_ids(on, allow_all=on is None)
-    alive = [w for w in ids if w in cluster.worker_ids and not cluster._workers[w].lost]
+    alive = cluster.live_workers(on)
     if not alive:
         raise ClusterError("no live workers to map on")
     return alive
@@ -160,7 +159,7 @@ def map_items(cluster, fn: Callable, items: Iterable, *, on: Sequence[int] | Non
     cluster._require_running()
     items = list(items)
     key = f"map-{next(_job_ids)}"
-    functions = {key: wire.dumps_value("function", fn)}
+    functions = {key: serialize.dumps_value("function", fn)}
     feeder = _Feeder(cluster, items, _targets(cluster, on), {"fn": key}, functions, f"map {_name(fn)}",
                      _progress(progress))
     feeder.run()
@@ -179,7 +178,7 @@ def map_reduce(cluster, mapper: Callable, reducer: Callable, items: Iterable, *,
     items = list(items)
     job = next(_job_ids)
     fn_key, reduce_key, acc_key = f"map-{job}", f"reduce-{job}", f"acc-{job}"
-    functions = {fn_key: wire.dumps_value("mapper", mapper), reduce_key: wire.dumps_value("reducer", reducer)}
+    functions = {fn_key: serialize.dumps_value("mapper", mapper), reduce_key: serialize.dumps_value("reducer", reducer)}
     call = {"fn": fn_key, "reduce": reduce_key, "acc": acc_key}
     feeder = _Feeder(cluster, items, _targets(cluster, on), call, functions,
                      f"mapreduce {_name(mapper)}", _progress(progress))

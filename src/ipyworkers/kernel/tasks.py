@@ -15,7 +15,8 @@ class Task:
     """One piece of code on one worker. Thread-safe; finished by the coordinator."""
 
     def __init__(self, task_id: int, worker: int, label: str, sink: Any = None, *,
-                 code: str | None = None, cell: int | None = None, want_result: bool = False):
+                 code: str | None = None, cell: int | None = None, want_result: bool = False,
+                 callbacks: Any = None):
         self.id = task_id
         self.worker = worker
         self.label = label
@@ -31,9 +32,15 @@ class Task:
         self._error: BaseException | None = None
         self._done = threading.Event()
         self._callbacks: list = []
+        self._runner = callbacks
+        self._lock = threading.Lock()
         self.kernel_parts: dict[str, list[Any]] = {}
         self.payload: dict[str, list[Any]] = {}
         self.call: dict | None = None
+        self.ending = False
+        """Set, under the scheduler's lock, once the scheduler has decided how the task ends."""
+        self.ticket: Any = None
+        """The control-link frame that carries this task to its worker, once dispatched."""
 
     def __repr__(self) -> str:
         return f"<Task #{self.id} on worker {self.worker}: {self.state}>"
@@ -42,7 +49,8 @@ class Task:
         return self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> Task:
-        """Block until the task ends; ``TimeoutError`` if it has not by ``timeout`` seconds."""
+        """Block until the task ends; ``TimeoutError`` if it has not by ``timeout`` seconds.
+        The wait ends on a worker's death too: the task then fails."""
         if not self._done.wait(timeout):
             raise TimeoutError(f"task #{self.id} on worker {self.worker} still {self.state} after {timeout} s")
         return self
@@ -61,23 +69,35 @@ class Task:
 
     def _finish(self, state: str, result: Any = None, error: BaseException | None = None,
                 at: float | None = None) -> bool:
-        if self._done.is_set():
-            return False
-        self.state = state
-        self._result = result
-        self._error = error
-        self.finished_at = at if at is not None else time.monotonic()
-        self._done.set()
-        for callback in self._callbacks:
-            callback(self)
+        """End the task once; its callbacks go to the callback thread."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self.state = state
+            self._result = result
+            self._error = error
+            self.finished_at = at if at is not None else time.monotonic()
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._call(callback)
         return True
 
-    def add_done_callback(self, callback) -> None:
-        """Call ``callback(task)`` when the task ends (at once if it has), on the thread that ends it."""
-        if self._done.is_set():
-            callback(self)
+    def _call(self, callback) -> None:
+        if self._runner is not None:
+            self._runner.submit(callback, self)
         else:
-            self._callbacks.append(callback)
+            callback(self)
+
+    def add_done_callback(self, callback) -> None:
+        """Call ``callback(task)`` once the task ends (soon, if it has). Callbacks run on the
+        cluster's callback thread, outside every lock and never on a thread that reads a
+        socket, so a callback may submit work or wait for other tasks."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        self._call(callback)
 
     def succeeded(self) -> bool:
         return self.state == DONE

@@ -188,10 +188,13 @@ class WorkerMagics(Magics):
     def _workers_interrupt(self, rest: list[str]) -> None:
         cluster = self._cluster()
         try:
-            busy = cluster.interrupt(_ids(rest, "interrupt") or None)
+            report = cluster.interrupt(_ids(rest, "interrupt") or None)
         except ClusterError as exc:
             raise UsageError(f"%workers interrupt: {exc}") from None
-        print(f"interrupted worker(s) {', '.join(map(str, busy))}" if busy else "no worker was busy")
+        if not report:
+            print("no worker was busy")
+        for wid, outcome in sorted(report.items()):
+            print(f"worker {wid}: {outcome}")
 
     def _workers_status(self, rest: list[str]) -> Any:
         return StatusTable(self._cluster().status())
@@ -280,7 +283,7 @@ class WorkerMagics(Magics):
         args = _parse(_WAIT, line)
         cluster = self._cluster()
         try:
-            ids = cluster._check_ids(args.ids or None)
+            ids = cluster.check_ids(args.ids or None)
         except ClusterError as exc:
             raise UsageError(f"%wait: {exc}") from None
         tasks = {t.id: t for t in cluster.unfinished(ids)}

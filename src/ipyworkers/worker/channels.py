@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import wire
+from .. import protocol as p
 from ..errors import ChannelError
+from ..serialize import dumps_value, loads_value
 
 WINDOW = 256
 WINDOW_BYTES = 32 << 20
@@ -188,7 +189,7 @@ class Inbound:
             credit, nbytes = self.credit, self.credit_bytes
             self.credit = self.credit_bytes = 0
             try:
-                self.conn.send(("credit", credit, nbytes))
+                self.conn.send(p.Credit(0, credit, nbytes))
             except Exception:
                 pass
 
@@ -211,11 +212,11 @@ class Channels:
     def send(self, obj: Any, to: int) -> None:
         """Queue ``obj`` for worker ``to``; blocks while ``WINDOW`` messages wait there."""
         out = self.outbound.get(to) or self._checked_outbound(to)
-        parts = wire.dumps_value("message", obj)
+        parts = dumps_value("message", obj)
         nbytes = sum(map(len, parts))
         peer = self.worker.peer_link(to)
         if not out.open:
-            peer.post(("chan-open", self.worker.id))
+            peer.post(p.ChanOpen(self.worker.id, 0))
             out.open = True
         if not out.try_acquire(nbytes):
             self._flush(out)
@@ -239,7 +240,7 @@ class Channels:
                 counts = [len(parts) for parts in batch]
                 try:
                     self.worker.peer_link(out.dest).post(
-                        ("chans", self.worker.id, counts), [p for parts in batch for p in parts])
+                        p.Chans(self.worker.id, 0, counts), [part for parts in batch for part in parts])
                 except ChannelError as exc:
                     out.fail(str(exc))
                     raise
@@ -270,9 +271,9 @@ class Channels:
         self._check_peer(to, "to")
         out = self._outbound(to)
         if not out.open:
-            self.worker.peer_link(to).post(("chan-open", self.worker.id))
+            self.worker.peer_link(to).post(p.ChanOpen(self.worker.id, 0))
         self._flush(out)
-        self.worker.peer_link(to).post(("chan-close", self.worker.id))
+        self.worker.peer_link(to).post(p.ChanClose(self.worker.id, 0))
         out.reset()
         self.sending_to.discard(to)
 
@@ -295,7 +296,7 @@ class Channels:
             self.receiving_from.discard(frm)
             self._report(inbound)
             return _CLOSED
-        return wire.loads_value("message", parts, f"worker {self.worker.id}")
+        return loads_value("message", parts, f"worker {self.worker.id}")
 
     def _checked_outbound(self, dest: Any) -> Outbound:
         self._check_peer(dest, "to")
@@ -331,22 +332,21 @@ class Channels:
     # -- what the links deliver (IO threads) --------------------------------------------------------
 
     def on_peer_message(self, source: int, msg: tuple, parts: list, conn: Any) -> None:
-        kind = msg[0]
         inbound = self._inbound(source)
-        if kind == "chans":
+        if isinstance(msg, p.Chans):
             messages, pos = [], 0
-            for count in msg[2]:
+            for count in msg.counts:
                 message = parts[pos : pos + count]
                 pos += count
                 messages.append((message, sum(map(len, message))))
             inbound.put_many(messages)
-        elif kind == "chan-open":
+        elif isinstance(msg, p.ChanOpen):
             inbound.reopen(conn)
-        elif kind == "chan-close":
+        elif isinstance(msg, p.ChanClose):
             inbound.close()
             self._report(inbound)
-        elif kind == "chan-abort":
-            inbound.abort(msg[2])
+        elif isinstance(msg, p.ChanAbort):
+            inbound.abort(msg.reason)
 
     def on_peer_gone(self, source: int) -> None:
         inbound = self.inbound.get(source)
@@ -354,10 +354,10 @@ class Channels:
             inbound.gone(f"worker {source} died before closing its stream")
 
     def on_reply(self, dest: int, msg: tuple) -> None:
-        if msg[0] == "credit":
-            self._outbound(dest).release(msg[1], msg[2])
-        elif msg[0] == "chan-abort":
-            self._outbound(dest).fail(msg[1])
+        if isinstance(msg, p.Credit):
+            self._outbound(dest).release(msg.count, msg.size)
+        elif isinstance(msg, p.ChanRefused):
+            self._outbound(dest).fail(msg.reason)
 
     def on_link_lost(self, dest: int) -> None:
         self._outbound(dest).fail(f"worker {dest} died: the stream to it is broken")
@@ -371,12 +371,32 @@ class Channels:
             if out.broken is not None:
                 out.reset()
 
-    def task_failed(self, reason: str) -> None:
-        """Tell the other ends of this task's open streams, so they stop instead of hanging."""
+    def task_ended(self, failure: str | None) -> None:
+        """At the end of a task: flush what it sent; if it failed, tell the other ends of its
+        open streams, so they stop instead of hanging."""
+        if failure is None:
+            self.flush_all()
+            self.report_all()
+            return
+        self._task_failed(failure)
+        self.report_all()
+
+    def epochs_sent(self) -> dict[int, int]:
+        """The last stream epoch opened to each worker."""
+        return {}
+
+    def on_peer_idle(self, worker: int, epochs: dict[int, int], reason: str) -> None:
+        """``worker`` has nothing to run: a stream from it that has not started will not."""
+
+    def on_peer_lost(self, worker: int, reason: str) -> None:
+        self.on_peer_gone(worker)
+        self.on_link_lost(worker)
+
+    def _task_failed(self, reason: str) -> None:
         self.flush_all()
         for dest in self.sending_to:
             try:
-                self.worker.peer_link(dest).post(("chan-abort", self.worker.id, f"{reason}, before closing its stream"))
+                self.worker.peer_link(dest).post(p.ChanAbort(self.worker.id, 0, f"{reason}, before closing its stream"))
             except Exception:
                 pass
             self._outbound(dest).reset()
@@ -384,7 +404,7 @@ class Channels:
             inbound = self._inbound(source)
             inbound.abandon()
             try:
-                inbound.conn.send(("chan-abort", f"worker {self.worker.id} stopped receiving: {reason}"))
+                inbound.conn.send(p.ChanRefused(0, f"worker {self.worker.id} stopped receiving: {reason}"))
             except Exception:
                 pass
 
@@ -397,4 +417,4 @@ class Channels:
         with inbound.cond:
             stats, inbound.stats = inbound.stats, StreamStats()
         if stats.count:
-            self.worker.emit(("stream-stats", inbound.source, stats.count, stats.bytes, stats.first, stats.last))
+            self.worker.emit(p.StreamStats(inbound.source, stats.count, stats.bytes, stats.first, stats.last))

@@ -1,0 +1,127 @@
+"""The kernel's end of one worker's control link.
+
+Two threads per link, each with one job: the *sender* writes queued frames, so no
+caller ever blocks on the socket (a 1 GB push goes out while the kernel's main thread
+stays free to be interrupted), and a frame is always written whole or not at all; the
+*reader* reads what the worker reports and hands each record to a handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import WireError
+from ..wire import Connection
+
+log = logging.getLogger("ipyworkers.kernel")
+
+QUEUED, SENDING, SENT, DROPPED = "queued", "sending", "sent", "dropped"
+
+
+class Ticket:
+    """One posted frame; ``state`` moves queued -> sending -> sent (or dropped)."""
+
+    __slots__ = ("msg", "parts", "state")
+
+    def __init__(self, msg: Any, parts: Sequence[Any]):
+        self.msg = msg
+        self.parts = parts
+        self.state = QUEUED
+
+
+class WorkerLink:
+    def __init__(self, worker: int, conn: Connection, on_message: Callable[[int, Any, list], None],
+                 on_closed: Callable[[int, str], None]):
+        self.worker = worker
+        self.conn = conn
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._outbox: deque[Ticket] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._sender = threading.Thread(target=self._send_loop, name=f"ipyworkers-send-{worker}", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name=f"ipyworkers-read-{worker}", daemon=True)
+
+    def start(self) -> None:
+        self._sender.start()
+        self._reader.start()
+
+    def post(self, msg: Any, parts: Sequence[Any] = ()) -> Ticket:
+        """Queue a frame for the sender thread; never blocks on the socket."""
+        ticket = Ticket(msg, parts)
+        with self._cond:
+            if self._closing:
+                ticket.state = DROPPED
+                return ticket
+            self._outbox.append(ticket)
+            self._cond.notify()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> bool:
+        """Drop a frame not yet being written; False if it is (or was) on its way."""
+        with self._cond:
+            if ticket.state != QUEUED:
+                return ticket.state == DROPPED
+            try:
+                self._outbox.remove(ticket)
+            except ValueError:
+                return False
+            ticket.state = DROPPED
+            return True
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._outbox and not self._closing:
+                    self._cond.wait()
+                if not self._outbox:
+                    return
+                ticket = self._outbox.popleft()
+                ticket.state = SENDING
+            try:
+                self.conn.send(ticket.msg, ticket.parts)
+            except WireError as exc:
+                ticket.state = DROPPED
+                self._drop_all()
+                log.debug("link to worker %d broke while sending: %s", self.worker, exc)
+                return
+            ticket.state = SENT
+            ticket.parts = ()
+
+    def _drop_all(self) -> None:
+        with self._cond:
+            self._closing = True
+            for ticket in self._outbox:
+                ticket.state = DROPPED
+            self._outbox.clear()
+
+    def _read_loop(self) -> None:
+        reason = "its link closed"
+        try:
+            while True:
+                msg, parts = self.conn.recv()
+                self._on_message(self.worker, msg, parts)
+        except WireError as exc:
+            reason = str(exc)
+        except Exception:
+            log.exception("handling a message from worker %d failed", self.worker)
+            reason = "a message from it could not be handled"
+        log.debug("link to worker %d closed: %s", self.worker, reason)
+        self._on_closed(self.worker, reason)
+
+    def close(self, flush_seconds: float = 0.0) -> None:
+        """Stop both threads. With ``flush_seconds``, let queued frames go out first."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if flush_seconds and self._sender.is_alive() and self._sender is not threading.current_thread():
+            self._sender.join(flush_seconds)
+        self._drop_all()
+        self.conn.close()
+        for thread in (self._sender, self._reader):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=2)

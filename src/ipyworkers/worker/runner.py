@@ -1,0 +1,258 @@
+"""Runs tasks on the worker's main thread, one at a time, in the order they arrive.
+
+A task first gathers its inputs (its own values, the kernel's, and those fetched from
+other workers; while it waits for the latter it tells the kernel what it waits for),
+then runs: a cell through IPython, or a function call directly. An interrupt is a
+KeyboardInterrupt raised only while a task runs or waits for its inputs, never while
+the runner reports, so an outcome is never lost to a late signal.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from .. import protocol as p
+from ..errors import SerializationError
+from ..protocol import NOTHING
+from ..serialize import dumps_value, loads_value, unpack_values
+from .fetcher import InputUnavailable
+from .namespace import MISSING
+
+
+class Unpicklable:
+    """Stands for a task result that could not be pickled: keeps its repr."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class Outcome:
+    """What ``run_cell`` returns, for a function call."""
+
+    def __init__(self, result: Any, success: bool = True):
+        self.result = result
+        self.success = success
+
+
+class TaskRunner:
+    def __init__(self, worker: Any):
+        self.worker = worker
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.current: int | None = None
+        self.interruptible = False
+        self.skipped: set[int] = set()
+        self.current_output_task: int | None = None
+        self.returns_result = False
+        self.shell: Any = None
+        self.functions: dict[str, Any] = {}
+        self.accumulators: dict[str, Any] = {}
+        self._error: tuple[str, str, list[str]] | None = None
+        self._main = threading.get_ident()
+
+    # -- control (IO threads) ------------------------------------------------------------------
+
+    def submit(self, run: p.Run, parts: list) -> None:
+        self.inbox.put((run, parts))
+
+    def stop(self) -> None:
+        self.inbox.put(None)
+
+    def interrupt(self, task: int | None) -> None:
+        """Interrupt ``task`` if it runs or waits here; if it is still queued, skip it."""
+        with self._lock:
+            if self.current is not None and self.interruptible and task in (None, self.current):
+                signal.pthread_kill(self._main, signal.SIGINT)
+            elif task is not None and task != self.current:
+                self.skipped.add(task)
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interruptible:
+            raise KeyboardInterrupt
+
+    # -- main thread ----------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        while True:
+            try:
+                item = self.inbox.get()
+                if item is None:
+                    return
+                self._execute(*item)
+            except KeyboardInterrupt:
+                continue
+
+    def _execute(self, run: p.Run, parts: list) -> None:
+        with self._lock:
+            if run.task in self.skipped:
+                self.skipped.discard(run.task)
+                skip = True
+            else:
+                skip = False
+                self.current, self.interruptible = run.task, True
+        if skip:
+            root = f"task #{run.task} on worker {self.worker.id} was cancelled"
+            self._unrun(run.task, "it was cancelled before it started", root)
+            return
+        try:
+            try:
+                values, undefined = self._gather(run, parts)
+            except InputUnavailable as exc:
+                self._unrun(run.task, str(exc), exc.root)
+                return
+            except SerializationError as exc:
+                self._unrun(run.task, str(exc), None)
+                return
+            except KeyboardInterrupt:
+                root = f"task #{run.task} on worker {self.worker.id} was interrupted while waiting for its inputs"
+                self._unrun(run.task, "interrupted while waiting for its inputs", root)
+                return
+            self.worker.namespace.install(values, undefined, run.deps)
+            payload = unpack_values(run.payload, parts[len(parts) - sum(c for _, c in run.payload):])
+            self._run(run, payload)
+        finally:
+            with self._lock:
+                self.current, self.interruptible = None, False
+
+    def _gather(self, run: p.Run, parts: list) -> tuple[dict[str, Any], set[str]]:
+        """The task's inputs as {name: value}, and the names that must be undefined."""
+        kernel_parts = unpack_values(run.kernel_values, parts)
+        staged = self.worker.fetcher.take(run.task)
+        pending = [(name, source) for name, _, source in run.deps
+                   if name in staged and not staged[name].done()]
+        if pending:
+            self.worker.emit(p.Waiting(run.task, pending))
+        values, undefined = {}, set()
+        for name, version, source in run.deps:
+            if source == self.worker.id:
+                root = self.worker.namespace.local_failure(name, version)
+                if root is not None:
+                    raise InputUnavailable(f"input {name!r} is unavailable because {root}", root=root)
+            elif source == 0:
+                values[name] = loads_value(name, kernel_parts[name], f"worker {self.worker.id}")
+                now = time.monotonic()
+                self.worker.emit(p.Fetched(run.task, name, version, 0, sum(map(len, kernel_parts[name])), now, now))
+            else:
+                found = self._receive(run.task, name, version, source, staged[name])
+                if found is MISSING:
+                    undefined.add(name)
+                else:
+                    values[name] = found
+        return values, undefined
+
+    def _receive(self, task: int, name: str, version: int, source: int, future: Future) -> Any:
+        status, info, parts = future.result()
+        if status == "failed":
+            raise InputUnavailable(f"input {name!r} is unavailable because {info}", root=info)
+        if status == "error":
+            raise InputUnavailable(info)
+        if status == "missing":
+            return MISSING
+        value = loads_value(name, parts, f"worker {self.worker.id}")
+        size = sum(len(part) for part in parts)
+        self.worker.emit(p.Fetched(task, name, version, source, size, max(info, future.started), time.monotonic()))
+        return value
+
+    def _unrun(self, task: int, message: str, root: str | None) -> None:
+        """The task did not run: cancelled (``root`` given) or failed getting its inputs."""
+        reason = root if root is not None else f"task #{task} on worker {self.worker.id} failed ({message})"
+        self.worker.namespace.record_outcome(task, reason)
+        self.worker.emit(p.Unrun(task, message, root, time.monotonic()))
+
+    def _run(self, run: p.Run, payload: dict[str, list]) -> None:
+        started = time.monotonic()
+        self.worker.emit(p.Started(run.task, started))
+        namespace, channels = self.worker.namespace, self.worker.channels
+        namespace.restore_provided()
+        self._error = None
+        channels.task_started()
+        self.current_output_task = run.task
+        self.returns_result = run.want_result
+        before = namespace.snapshot(run.writes)
+        result = self._call(run, payload)
+        with self._lock:
+            self.interruptible = False
+        self.worker.flush_output()
+        self.current_output_task = None
+        error = self._error if result is not None and not result.success else None
+        written = run.writes if error is None else namespace.rebound(before)
+        sizes, missing = namespace.note_writes(run.task, written)
+        outcome = None
+        if error is not None:
+            outcome = f"task #{run.task} on worker {self.worker.id} failed ({error[0]}: {error[1]})"
+        channels.task_ended(outcome)
+        value_parts: list = []
+        if error is None and run.want_result and result is not None and result.result is not None:
+            value_parts = self._result_parts(result.result)
+        namespace.record_outcome(run.task, outcome)
+        self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, sizes, missing, written,
+                                    channels.epochs_sent()), value_parts)
+
+    def _call(self, run: p.Run, payload: dict[str, list]) -> Any:
+        try:
+            if run.call is not None:
+                return self._apply(run.call, payload)
+            if run.code is not None:
+                self.shell.execution_count = run.cell or run.task
+                return self.shell.run_cell(run.code, store_history=False)
+            return None
+        except KeyboardInterrupt:
+            self.note_error(KeyboardInterrupt, KeyboardInterrupt(), ["KeyboardInterrupt"])
+            return Outcome(None, success=False)
+
+    def _apply(self, call: dict, payload: dict[str, list]) -> Outcome:
+        """A function call sent by ``Cluster.map``/``mapreduce``: no cell, no namespace."""
+        where = f"worker {self.worker.id}"
+        try:
+            if "collect" in call:
+                return Outcome(self.accumulators.pop(call["collect"], NOTHING))
+            for key in payload.keys() - {"item"}:
+                self.functions[key] = loads_value(key, payload[key], where)
+            value = self.functions[call["fn"]](loads_value("item", payload["item"], where))
+            if call.get("acc") is None:
+                return Outcome(value)
+            key = call["acc"]
+            if key in self.accumulators:
+                value = self.functions[call["reduce"]](self.accumulators[key], value)
+            self.accumulators[key] = value
+            return Outcome(None)
+        except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                raise
+            user_frames = exc.__traceback__.tb_next or exc.__traceback__
+            stb = self.shell.InteractiveTB.structured_traceback(type(exc), exc, user_frames)
+            self.note_error(type(exc), exc, stb)
+            return Outcome(None, success=False)
+
+    def _result_parts(self, value: Any) -> list:
+        try:
+            return dumps_value("result", value)
+        except SerializationError:
+            return dumps_value("result", Unpicklable(repr(value)))
+
+    # -- what the shell reports ---------------------------------------------------------------------
+
+    def note_error(self, etype: Any, evalue: Any, stb: list[str]) -> None:
+        name = getattr(etype, "__name__", str(etype))
+        self._error = (name, str(evalue), list(stb))
+
+    def publish_display(self, data: dict, metadata: dict, transient: dict, update: bool) -> None:
+        self.worker.flush_output()
+        self.worker.emit(p.Display(self.current_output_task, data, metadata, transient, update))
+
+    def clear_output(self, wait: bool) -> None:
+        self.worker.emit(p.Clear(self.current_output_task, wait))
+
+
+def install_sigint(runner: TaskRunner) -> None:
+    signal.signal(signal.SIGINT, runner.on_sigint)
+    sys.setswitchinterval(0.001)

@@ -1,0 +1,50 @@
+"""The worker's IPython shell: cells run with IPython semantics, and whatever they show
+(displays, the last expression's value, tracebacks) goes to the task's cell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_shell(runner: Any, namespace: dict[str, Any], colors: str) -> Any:
+    """An IPython shell whose displays, results and tracebacks go to the coordinator."""
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    class ForwardingDisplayPublisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+            runner.publish_display(data, metadata or {}, transient or {}, update)
+
+        def clear_output(self, wait=False):
+            runner.clear_output(wait)
+
+    class ForwardingDisplayHook(DisplayHook):
+        def write_output_prompt(self):
+            pass
+
+        def compute_format_data(self, result):
+            if runner.returns_result:
+                return {}, {}
+            return super().compute_format_data(result)
+
+        def write_format_data(self, format_dict, md_dict=None):
+            runner.publish_display(format_dict, md_dict or {}, {"execute_result": True}, False)
+
+        def finish_displayhook(self):
+            self._is_active = False
+
+    class WorkerShell(InteractiveShell):
+        displayhook_class = ForwardingDisplayHook
+        display_pub_class = ForwardingDisplayPublisher
+
+        def _showtraceback(self, etype, evalue, stb):
+            runner.note_error(etype, evalue, stb)
+
+        def enable_gui(self, gui=None):
+            pass
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    return WorkerShell.instance(config=config, user_ns=namespace, colors=colors)
