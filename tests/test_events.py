@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ipyworkers.kernel import events as ev
+from ipyworkers.notebook.timeline import TimelineModel
 
 
 def short_task(log: ev.EventLog, task: int, t: float, worker: int = 1) -> None:
@@ -60,6 +61,10 @@ def test_open_tasks_and_workers_outlive_the_window():
     assert [e.task for e in kept[4:]] == [99, 99, 99, 100, 100, 100]
     assert log.recorded == len(log) + log.dropped
 
+    model = TimelineModel.from_log(log)
+    assert model.bars[0].state == "running" and model.bars[0].start == 0.5 - log.origin
+    assert model.task_count == 101  # 2 in the events kept, 99 counted as dropped
+    assert model.rows() == [0, 1, 2]
 
     log.record(ev.TASK_FINISHED, worker=2, task=0, at=200.0)
     assert [e.task for e in log.events(ev.TASK_QUEUED)] == [100]  # released once the task ended
