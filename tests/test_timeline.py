@@ -142,3 +142,130 @@ def test_saving_with_an_unknown_extension_is_a_clear_error(tmp_path):
 def test_chrome_trace_of_an_empty_run_is_valid():
     trace = chrome_trace(TimelineModel(origin=0.0))
     assert trace["traceEvents"][0]["ph"] == "M"
+
+
+# -- a long session: bounded memory, recent work still right ------------------------------------
+
+
+def long_session(log: ev.EventLog, tasks: int, *, then=None) -> None:
+    """Tasks 1 ms apart on two workers, a transfer for every other one; ``then(i)`` after task i."""
+    o = log.origin
+    for i in range(tasks):
+        t, w = o + i * 1e-3, 1 + i % 2
+        log.record(ev.TASK_QUEUED, worker=w, task=i, at=t)
+        log.record(ev.TASK_STARTED, worker=w, task=i, at=t + 1e-4)
+        if i % 2:
+            log.record(ev.TRANSFER, worker=w, task=i, at=t + 2e-4, name="x", source=3 - w, dest=w, bytes=1000,
+                       start=t + 1e-4, end=t + 2e-4, version=i - 1)
+        if i == tasks - 2:
+            log.record(ev.TASK_FAILED, worker=w, task=i, at=t + 5e-4, error="ValueError: late")
+        elif i < tasks - 1:
+            log.record(ev.TASK_FINISHED, worker=w, task=i, at=t + 5e-4)
+        if then is not None:
+            then(i)
+
+
+def test_a_hundred_thousand_tasks_keep_memory_bounded_and_recent_work_right():
+    import gc
+    import sys
+
+    from ipyworkers.notebook.timeline import MAX_BARS, MAX_KEPT_ARROWS
+
+    blocks: dict[int, int] = {}
+
+    def measure(i: int) -> None:
+        if i + 1 in (20_000, 100_000):
+            gc.collect()
+            blocks[i + 1] = sys.getallocatedblocks() - blocks[0]
+
+    gc.collect()
+    blocks[0] = sys.getallocatedblocks()  # live objects; tracemalloc would triple the run time here
+    log = ev.EventLog()
+    model = TimelineModel(log.origin)
+    log.subscribe(model.add)  # as the dashboard does
+    long_session(log, 100_000, then=measure)
+
+    assert len(log.events()) <= ev.MAX_EVENTS and log.recorded == len(log) + log.dropped
+    ended = [bar for bar in model.bars.values() if bar.end is not None]
+    assert MAX_BARS * 0.9 <= len(ended) <= MAX_BARS and len(model.arrows) <= MAX_KEPT_ARROWS
+    assert blocks[100_000] < 1.5 * blocks[20_000], blocks  # bounded, where keeping all would be ~5×
+
+    recent = {task: model.bars[task].state for task in range(99_990, 100_000)}
+    assert recent == {**{t: "done" for t in range(99_990, 99_998)}, 99_998: "failed", 99_999: "running"}
+    assert min(ended, key=lambda bar: bar.end).task == 100_000 - len(ended) - 1  # the oldest kept: by end time
+    summary = model.summary()
+    assert summary["tasks"] == 100_000 and summary["bytes"] == 50_000 * 1000  # running totals count all
+    assert "drawing the latest" in summary_line(model)
+
+    svg = render_svg(model, window=(99.99, 100.0))
+    root = ET.fromstring(svg)
+    drawn = {r.get("data-task"): r.get("class") for r in root.iter(f"{SVG}rect") if r.get("data-task")}
+    assert drawn["99997"] == "task done" and drawn["99998"] == "task failed" and drawn["99999"] == "task running"
+    whole = render_svg(model)  # the extent is what is kept: the last ~10 s, not 100 s
+    ticks = [float(t.text[:-2]) for t in ET.fromstring(whole).iter(f"{SVG}text") if (t.text or "").endswith(" s")]
+    assert ticks and min(ticks) >= 89 and 'data-task="99999"' in whole
+
+
+def test_memory_in_bytes_stops_growing_once_the_caps_are_reached():
+    """tracemalloc, on caps a fifth of the defaults: 20,000 tasks then stand for 100,000."""
+    import tracemalloc
+
+    memory: dict[int, int] = {}
+    tracemalloc.start()
+    try:
+        log = ev.EventLog(max_events=ev.MAX_EVENTS // 5)
+        model = TimelineModel(log.origin, max_bars=2_000, max_arrows=1_000)
+        log.subscribe(model.add)
+        long_session(log, 20_000, then=lambda i: i + 1 in (4_000, 20_000) and memory.setdefault(
+            i + 1, tracemalloc.get_traced_memory()[0]))
+    finally:
+        tracemalloc.stop()
+    assert memory[20_000] < 1.5 * memory[4_000], memory  # keeping all would be ~5×
+
+
+def test_a_task_running_since_long_ago_is_never_pruned():
+    model = TimelineModel(origin=0.0, max_bars=100, max_arrows=50)
+    model.add(ev.Event(ev.TASK_QUEUED, 0.0, worker=1, task=0, data={"code": "train()"}))
+    model.add(ev.Event(ev.TASK_STARTED, 0.5, worker=1, task=0))
+    for i in range(1, 5_000):
+        t = 1.0 + i * 0.01
+        model.add(ev.Event(ev.TASK_QUEUED, t, worker=2, task=i))
+        model.add(ev.Event(ev.TASK_STARTED, t, worker=2, task=i))
+        model.add(ev.Event(ev.TASK_FINISHED, t + 0.005, worker=2, task=i))
+        model.add(ev.Event(ev.TRANSFER, t, worker=2, task=i, data={
+            "name": "y", "source": 1, "dest": 2, "bytes": 1, "start": t, "end": t + 0.001}))
+    assert model.bars[0].state == "running" and model.running == {0}
+    assert len(model.bars) <= 101 and len(model.arrows) <= 50
+    assert model.dropped_bars >= 4_899 and model.first_time == 0.0  # the running task still starts the drawing
+    svg = render_svg(model)
+    assert re.search(r'class="task running" data-task="0"', svg)
+    assert round(model.summary()["busy"][1], 2) == 1.0
+
+
+def test_pruning_keeps_the_latest_ended_by_end_time_and_waiting_tasks():
+    model = TimelineModel(origin=0.0, max_bars=10)
+    model.add(ev.Event(ev.TASK_QUEUED, 0.0, worker=1, task=1000))  # waits throughout
+    model.add(ev.Event(ev.TASK_QUEUED, 0.0, worker=2, task=2000))
+    model.add(ev.Event(ev.TASK_STARTED, 0.0, worker=2, task=2000))
+    for i in range(30):
+        model.add(ev.Event(ev.TASK_QUEUED, 1.0 + i, worker=1, task=i))
+        model.add(ev.Event(ev.TASK_STARTED, 1.0 + i, worker=1, task=i))
+        model.add(ev.Event(ev.TASK_FINISHED, 1.5 + i, worker=1, task=i))
+        if i == 20:
+            model.add(ev.Event(ev.TASK_FINISHED, 99.0, worker=2, task=2000))  # ends after all of them
+    kept = {task for task, bar in model.bars.items() if bar.end is not None}
+    assert 2000 in kept and 1000 in model.bars and model.bars[1000].state == "waiting"
+    assert 9 <= len(kept) <= 10 and kept - {2000} == set(range(30 - len(kept) + 1, 30))
+    assert model.first_time == 0.0  # the waiting task is still drawn from where it was queued
+
+
+def test_a_model_built_from_a_log_counts_what_the_log_dropped():
+    log = ev.EventLog(max_events=1_000)
+    long_session(log, 2_000)
+    model = TimelineModel.from_log(log)
+    assert log.dropped > 0 and model.dropped_events == log.dropped
+    assert model.summary()["tasks"] == 2_000 and model.summary()["bytes"] == 1_000 * 1000
+    assert model.bars[1_999].state == "running" and model.bars[1_998].state == "failed"
+    trace = chrome_trace(model)
+    assert trace["otherData"]["tasks"] == 2_000
+    assert "drawing the latest" in summary_line(model)

@@ -6,6 +6,11 @@ and one for the kernel, a bar per task coloured by state, arrows for transfers, 
 "now" line, and a ``<title>`` on every shape, which browsers show on hover. The
 same SVG serves the live widget and the standalone HTML export; ``chrome_trace``
 writes the Chrome trace event format that Perfetto loads.
+
+The model keeps only recent history (see ``MAX_BARS``): a session of 100,000 tasks must
+not hold 100,000 bars, and a drawing is bounded by its pixels anyway. Totals that speak
+for the whole session (tasks, bytes, busy time) are running sums, kept apart from the
+shapes, so they stay right when old shapes go.
 """
 
 from __future__ import annotations
@@ -30,9 +35,17 @@ ROW_HEIGHT = 30
 LABEL_WIDTH = 78
 AXIS_HEIGHT = 22
 MAX_ARROWS = 400
+"""Above this many visible transfers, arrows are merged per time bucket when drawn."""
+MAX_BARS = 10_000
+"""Ended bars kept. A full-width drawing has about 800 pixels per row, so beyond a few
+thousand tasks older ones are only merged pixels; 10,000 still lets one zoom into the
+recent past (a tenth of that is the slack pruned at once, see ``TimelineModel``)."""
+MAX_KEPT_ARROWS = 5_000
+"""Transfers kept: drawn, more than ``MAX_ARROWS`` are merged anyway, so a few thousand
+exact ones are enough to zoom into the recent past."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Bar:
     task: int
     worker: int
@@ -47,7 +60,7 @@ class Bar:
     bytes_out: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Arrow:
     name: str
     source: int
@@ -60,6 +73,22 @@ class Arrow:
 
 @dataclass
 class TimelineModel:
+    """Bars and arrows for recent work, plus running totals for the whole session.
+
+    At most ``max_bars`` bars of ended tasks are kept, the most recent by end time, and
+    at most ``max_arrows`` arrows; bars of waiting and running tasks are never dropped,
+    however old, since they are what one is watching. When a cap is passed, the oldest
+    tenth goes at once: a prune sorts what is kept (nearly sorted already, as tasks end
+    roughly in order) and rescans it for ``first_time``, so doing it once per ``cap / 10``
+    endings costs a constant amount per event, where keeping exactly ``cap`` would mean a
+    rescan per event. Recomputing ``first_time`` makes the drawn extent that of what is
+    kept, not of the whole session.
+
+    ``task_count``, ``bytes_moved`` and the busy times in ``summary`` count every event
+    the model saw (and, via ``from_log``, those the log had already dropped);
+    ``dropped_bars`` and ``dropped_arrows`` say how many shapes are no longer drawn.
+    """
+
     origin: float
     bars: dict[int, Bar] = field(default_factory=dict)
     arrows: list[Arrow] = field(default_factory=list)
@@ -71,14 +100,33 @@ class TimelineModel:
     running: set[int] = field(default_factory=set)
     task_count: int = 0
     bytes_moved: int = 0
+    max_bars: int = MAX_BARS
+    max_arrows: int = MAX_KEPT_ARROWS
+    dropped_bars: int = 0
+    dropped_arrows: int = 0
+    dropped_events: int = 0
     _busy_done: dict[int, float] = field(default_factory=dict)
     _ran_first: float | None = None
     _ran_last: float | None = None
+    _ended: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_events(cls, events: Iterable[ev.Event], origin: float) -> TimelineModel:
-        model = cls(origin)
+    def from_events(cls, events: Iterable[ev.Event], origin: float, **caps: int) -> TimelineModel:
+        model = cls(origin, **caps)
         for event in events:
+            model.add(event)
+        return model
+
+    @classmethod
+    def from_log(cls, log: ev.EventLog, **caps: int) -> TimelineModel:
+        """The model of what ``log`` retains, with its session totals (tasks, bytes) also
+        counting what the log has dropped; busy time and wall cover only what it retains."""
+        dropped = log.dropped_totals()
+        model = cls(log.origin, **caps)
+        model.task_count = sum(n for worker, n in dropped["tasks"].items() if worker != KERNEL)
+        model.bytes_moved = dropped["bytes"]
+        model.dropped_events = dropped["events"]
+        for event in log.events():
             model.add(event)
         return model
 
@@ -120,13 +168,32 @@ class TimelineModel:
         bar = self.bars.get(event.task)
         if bar is None:
             return
+        if bar.end is None:
+            self._ended.append(bar.task)
         bar.end = t
-        bar.state = {ev.TASK_FINISHED: "done", ev.TASK_FAILED: "failed"}.get(event.kind, "cancelled")
+        bar.state = _END_STATES.get(event.kind, "cancelled")
         bar.error = event.data.get("error")
         if bar.task in self.running:
             self.running.discard(bar.task)
             self._busy_done[bar.worker] = self._busy_done.get(bar.worker, 0.0) + t - bar.start
             self._ran_last = t if self._ran_last is None else max(self._ran_last, t)
+        if len(self._ended) > self.max_bars:
+            self._prune_bars()
+
+    def _prune_bars(self) -> None:
+        """Keep the ``max_bars - max_bars // 10`` most recently ended bars."""
+        ended: dict[int, Bar] = {}
+        for task in self._ended:  # a task id queued again may be listed twice, or not ended now
+            bar = self.bars.get(task)
+            if bar is not None and bar.end is not None:
+                ended[task] = bar
+        order = sorted(ended, key=lambda task: ended[task].end)  # nearly sorted already: linear
+        cut = len(order) - (self.max_bars - self.max_bars // 10)
+        for task in order[:max(cut, 0)]:
+            del self.bars[task]
+        self.dropped_bars += max(cut, 0)
+        self._ended = order[max(cut, 0):]
+        self._recompute_first_time()
 
     def _on_transfer(self, event: ev.Event, t: float) -> None:
         data = event.data
@@ -142,6 +209,21 @@ class TimelineModel:
         producer = self.bars.get(data.get("version"))
         if producer is not None:
             producer.bytes_out += arrow.bytes
+        if len(self.arrows) > self.max_arrows:
+            self._prune_arrows()
+
+    def _prune_arrows(self) -> None:
+        """Keep the ``max_arrows - max_arrows // 10`` most recently ended arrows."""
+        self.arrows.sort(key=lambda arrow: arrow.end)  # appended as they end: nearly sorted
+        cut = len(self.arrows) - (self.max_arrows - self.max_arrows // 10)
+        del self.arrows[:cut]
+        self.dropped_arrows += cut
+        self._recompute_first_time()
+
+    def _recompute_first_time(self) -> None:
+        """What is no longer drawn no longer stretches the drawing (runs at prunes only)."""
+        starts = [bar.queued for bar in self.bars.values()] + [arrow.start for arrow in self.arrows]
+        self.first_time = min(starts) if starts else None
 
     def rows(self) -> list[int]:
         return [KERNEL, *sorted(w for w in self.workers if w != KERNEL)]
@@ -168,6 +250,7 @@ class TimelineModel:
         }
 
 
+_END_STATES = {ev.TASK_FINISHED: "done", ev.TASK_FAILED: "failed"}
 _HANDLERS = {
     ev.WORKER_STARTED: TimelineModel._on_worker,
     ev.WORKER_DIED: TimelineModel._on_worker,
@@ -202,8 +285,11 @@ def human_seconds(seconds: float) -> str:
 def summary_line(model: TimelineModel, now: float | None = None) -> str:
     s = model.summary(now)
     busy = ", ".join(f"w{w} {fraction:.0%}" for w, fraction in s["busy"].items()) or "-"
-    return (f"{s['tasks']} tasks · busy {busy} · moved {human_bytes(s['bytes'])} · "
+    line = (f"{s['tasks']} tasks · busy {busy} · moved {human_bytes(s['bytes'])} · "
             f"wall {human_seconds(s['wall'])} · speed-up {s['speedup']:.2f}×")
+    if model.dropped_bars or model.dropped_arrows or model.dropped_events:
+        line += f" · drawing the latest {len(model.bars)} tasks"
+    return line
 
 
 def render_text(model: TimelineModel, now: float | None = None, width: int = 60) -> str:
@@ -473,7 +559,12 @@ def chrome_trace(model: TimelineModel) -> dict[str, Any]:
                        "dur": max(arrow.end - arrow.start, 0) * us, "args": {"bytes": arrow.bytes, "to": arrow.dest}})
         events.append({**common, "ph": "s", "id": index, "tid": arrow.source, "ts": arrow.start * us})
         events.append({**common, "ph": "f", "bp": "e", "id": index, "tid": arrow.dest, "ts": arrow.end * us})
-    return {"traceEvents": events, "displayTimeUnit": "ms"}
+    trace: dict[str, Any] = {"traceEvents": events, "displayTimeUnit": "ms"}
+    if model.dropped_bars or model.dropped_arrows or model.dropped_events:
+        trace["otherData"] = {"note": "only recent tasks and transfers were kept", "tasks": model.task_count,
+                              "bars_not_kept": model.dropped_bars, "arrows_not_kept": model.dropped_arrows,
+                              "events_not_kept": model.dropped_events}
+    return trace
 
 
 def save(model: TimelineModel, path: str) -> str:
