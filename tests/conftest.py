@@ -33,14 +33,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Nothing this run started may outlive it: what is left (say, by a module-scoped
-    kernel torn down badly) is reported, killed or removed, and fails the run."""
+    """Nothing this run started may outlive it: what is left (say, by a session-scoped
+    fixture, which no other check sees end) is reported, killed or removed, and fails the run."""
     problems = leaks.leftovers(settle=leaks.SETTLE_SECONDS)
     if not problems:
         return
     text = "this test run left behind:\n" + leaks.format_problems(problems)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.write("\n")
+        reporter.write_sep("=", "leaks at the end of the run", red=True)
         reporter.write_line(text, red=True)
     else:
         print(text, file=sys.stderr)
@@ -63,7 +65,7 @@ def library_event_loop():
 def check_module_leaks():
     after = leaks.snapshot(MODULE_CHECKS)
     yield
-    _fail_on(after(), "the module's fixtures leaked")
+    _fail_on(after(), "leaked in this module (by a module-scoped fixture, or a test whose own check was off)")
 
 
 @pytest.fixture(autouse=True)

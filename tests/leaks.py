@@ -276,7 +276,7 @@ def _describe_process(proc: psutil.Process) -> str:
     if ppid == os.getpid():
         parent = "a child of the test process"
     elif ppid <= 1 or not _is_ours(ppid):
-        parent = f"orphaned (parent now {ppid})"
+        parent = f"orphaned, parent now {ppid}"
     else:
         parent = f"parent {ppid}"
     return f"{proc.pid} [{cmdline}] ({parent}, started {age:.1f} s ago)"
