@@ -1,61 +1,52 @@
-"""Every test must leave nothing behind: no worker or child process, no thread, no
-open socket, no runtime directory (in the manner of Dask's ``utils_test``)."""
+"""Every test must leave nothing behind: no Cluster, worker or child process, thread,
+open socket or runtime directory (in the manner of Dask's ``utils_test.clean``).
+
+The checks live in ``leaks.py``. This run gets its own marker and ``TMPDIR`` before
+anything starts (``pytest_configure``), so the checks see only what this run started,
+whatever else runs on the machine. A test turns a check off (or ``fds`` on) with a mark, as in
+``@pytest.mark.leaks(threads=False)``.
+"""
 
 from __future__ import annotations
 
-import glob
-import os
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-SETTLE_SECONDS = 5.0
+import leaks  # noqa: E402 - from the directory just put on the path
+
+MODULE_CHECKS = [leaks.clusters, leaks.processes, leaks.children, leaks.runtime_dirs]
+"""What a module-scoped fixture (a kernel kept for the whole module) may not leave behind."""
 
 
-def _worker_processes() -> set[int]:
-    found = set()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if "ipyworkers.worker" in cmdline:
-            found.add(proc.info["pid"])
-    return found
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "leaks(**checks): turn leak checks off or on: leaks(threads=False, fds=True)")
+    leaks.start_run()
 
 
-def _children() -> set[int]:
-    try:
-        return {p.pid for p in psutil.Process().children(recursive=True)}
-    except psutil.Error:
-        return set()
+def pytest_unconfigure(config: pytest.Config) -> None:
+    leaks.end_run()
 
 
-def _threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.is_alive()}
-
-
-def _sockets() -> int:
-    try:
-        return sum(1 for c in psutil.Process().net_connections(kind="all"))
-    except (psutil.Error, AttributeError):
-        return len(psutil.Process().connections(kind="all"))
-
-
-def _runtime_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "ipyworkers-*")))
-
-
-def _settle(check, deadline: float):
-    while True:
-        left = check()
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Nothing this run started may outlive it: what is left (say, by a session-scoped
+    fixture, which no other check sees end) is reported, killed or removed, and fails the run."""
+    problems = leaks.leftovers(settle=leaks.SETTLE_SECONDS)
+    if not problems:
+        return
+    text = "this test run left behind:\n" + leaks.format_problems(problems)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write("\n")
+        reporter.write_sep("=", "leaks at the end of the run", red=True)
+        reporter.write_line(text, red=True)
+    else:
+        print(text, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,49 +61,24 @@ def library_event_loop():
     yield
 
 
-@pytest.fixture(autouse=True)
-def check_leaks():
-    workers_before = _worker_processes()
-    children_before = _children()
-    threads_before = _threads()
-    sockets_before = _sockets()
-    dirs_before = _runtime_dirs()
+@pytest.fixture(scope="module", autouse=True)
+def check_module_leaks():
+    after = leaks.snapshot(MODULE_CHECKS)
     yield
-    deadline = time.monotonic() + SETTLE_SECONDS
-    problems = []
-    workers = _settle(lambda: _worker_processes() - workers_before, deadline)
-    if workers:
-        problems.append(f"worker processes left running: {sorted(workers)}")
-        for pid in workers:
-            _kill(pid)
-    children = _settle(lambda: _children() - children_before, deadline)
-    if children:
-        problems.append(f"child processes left running: {sorted(children)}")
-        for pid in children:
-            _kill(pid)
-    threads = _settle(lambda: {t for t in _threads() - threads_before if not _benign(t)}, deadline)
-    if threads:
-        problems.append(f"threads left running: {sorted(t.name for t in threads)}")
-    sockets = _settle(lambda: max(0, _sockets() - sockets_before), deadline)
-    if sockets:
-        problems.append(f"{sockets} sockets left open")
-    dirs = _settle(lambda: _runtime_dirs() - dirs_before, deadline)
-    if dirs:
-        problems.append(f"runtime directories left behind: {sorted(dirs)}")
+    _fail_on(after(), "leaked in this module (by a module-scoped fixture, or a test whose own check was off)")
+
+
+@pytest.fixture(autouse=True)
+def check_leaks(request: pytest.FixtureRequest):
+    mark = request.node.get_closest_marker("leaks")
+    after = leaks.snapshot(leaks.select(**(mark.kwargs if mark else {})))
+    yield
+    _fail_on(after(), "test leaked")
+
+
+def _fail_on(problems: list[str], what: str) -> None:
     if problems:
-        pytest.fail("test leaked: " + "; ".join(problems), pytrace=False)
-
-
-def _benign(thread: threading.Thread) -> bool:
-    """Threads of libraries the tests use, which live for the whole session by design."""
-    return thread.name.startswith(("asyncio_", "ThreadPoolExecutor", "IPythonHistorySavingThread"))
-
-
-def _kill(pid: int) -> None:
-    try:
-        psutil.Process(pid).kill()
-    except psutil.Error:
-        pass
+        pytest.fail(f"{what}:\n{leaks.format_problems(problems)}", pytrace=False)
 
 
 @pytest.fixture
