@@ -7,7 +7,7 @@ execnet's ``Message._types``. Each side dispatches with a handler table keyed by
 Links and who speaks on them:
 
 * **control** (kernel <-> worker k): the kernel sends ``Peers``, ``Run``, ``Interrupt``,
-  ``Forget``, ``Get``, ``Ping``, ``PeerIdle``, ``PeerLost``, ``Shutdown``; the worker answers
+  ``Forget``, ``Get``, ``Ping``, ``PeerIdle``, ``PeerBusy``, ``PeerLost``, ``Shutdown``; the worker answers
   ``Hello`` once, then ``Started``, ``Waiting``, ``Fetched``, ``Finished``, ``Unrun``,
   ``Output``, ``Display``, ``Clear``, ``StreamStats``, ``Value``, ``Pong``.
 * **peer** (worker i -> worker j, opened by i): i sends ``PeerHello`` once, then ``Get``
@@ -99,6 +99,12 @@ class PeerIdle(NamedTuple):
     worker: int
     epochs: dict[int, int]
     reason: str
+
+
+@message
+class PeerBusy(NamedTuple):
+    """``worker`` has work again (after a ``PeerIdle``)."""
+    worker: int
 
 
 @message

@@ -179,7 +179,10 @@ class Scheduler:
                     want_result=sub.want_result, callbacks=self._callbacks)
         task.call, task.payload = sub.call, sub.payload
         self.tasks[record.id] = task
-        self.progress[sub.worker].open += 1
+        prog = self.progress[sub.worker]
+        prog.open += 1
+        if prog.open == 1:
+            self._tell_others(sub.worker, p.PeerBusy(sub.worker))
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
@@ -350,9 +353,14 @@ class Scheduler:
             return
         prog.open = max(0, prog.open - 1)
         if prog.open == 0:
-            for other in self.progress:
-                if other != task.worker:
-                    self._post(other, p.PeerIdle(task.worker, dict(prog.epochs), prog.last_outcome), ())
+            self._tell_others(task.worker, p.PeerIdle(task.worker, dict(prog.epochs), prog.last_outcome))
+
+    def _tell_others(self, worker: int, msg: Any) -> None:
+        """Workers hear when another one runs out of work or gets some: a stream that waits
+        on a worker with nothing to run would otherwise wait forever."""
+        for other in self.progress:
+            if other != worker:
+                self._post(other, msg, ())
 
     # -- pulls into the kernel ------------------------------------------------------------------
 

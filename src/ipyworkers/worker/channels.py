@@ -388,6 +388,9 @@ class Channels:
     def on_peer_idle(self, worker: int, epochs: dict[int, int], reason: str) -> None:
         """``worker`` has nothing to run: a stream from it that has not started will not."""
 
+    def on_peer_busy(self, worker: int) -> None:
+        """``worker`` has work again."""
+
     def on_peer_lost(self, worker: int, reason: str) -> None:
         self.on_peer_gone(worker)
         self.on_link_lost(worker)

@@ -64,6 +64,7 @@ class Worker:
             p.Peers: lambda msg, parts: self.fetcher.addresses.update(msg.addresses),
             p.Ping: lambda msg, parts: self.emit(p.Pong(msg.seq)),
             p.PeerIdle: lambda msg, parts: self.channels.on_peer_idle(msg.worker, msg.epochs, msg.reason),
+            p.PeerBusy: lambda msg, parts: self.channels.on_peer_busy(msg.worker),
             p.PeerLost: lambda msg, parts: self.channels.on_peer_lost(msg.worker, msg.reason),
             p.Shutdown: lambda msg, parts: self.runner.stop(),
         }
