@@ -1,6 +1,45 @@
 """Task parallelism for notebooks: tag a cell (``%%worker 2``) or its lines
-(``# @1``) with workers; variables move between workers by themselves."""
+(``# @1``) with workers; variables move between workers by themselves.
 
+The house, by the process that runs each part:
+
+* ``plan/``: pure (no processes, no I/O): which names code reads and writes, the task
+  graph and variable directory, tagged cells.
+* ``kernel/``: the coordinator in the kernel: ``Cluster`` (the API) over ``Scheduler``
+  (dataflow state, sole owner of its lock, no I/O under it) and ``Supervisor``
+  (processes, links, deaths).
+* ``worker/``: the worker process, ``python -m ipyworkers.worker``.
+* ``notebook/``: magics, cell outputs, the dashboard and timeline.
+* ``wire.py``, ``protocol.py``, ``serialize.py``, ``errors.py``: shared by both sides.
+
+Threads, each with one owner and one job:
+
+Kernel process (per cluster)
+  caller's thread      the API: validates, submits, waits (interruptibly).
+  ipyworkers-send-N    writes queued frames to worker N's control link, so no caller
+                       blocks on a socket and a frame is whole or absent.
+  ipyworkers-read-N    reads worker N's reports and hands them to the scheduler and the
+                       task's sink; never runs user code.
+  ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks, outside every lock.
+  ipyworkers-monitor   polls worker processes for exits and sends heartbeats.
+  ipyworkers-spawn     starts worker processes (a long-lived thread, because Linux's
+                       parent-death signal follows the thread that forked).
+  ipyworkers-dashboard folds events into the timeline and redraws (when shown).
+
+Worker process
+  main                 runs tasks, one at a time, in arrival order (``TaskRunner``).
+  control              reads the control link; dispatches by record type.
+  peer-accept          accepts authenticated peer links.
+  peer-server          one per incoming peer link: stream records and value requests.
+  value-sender         one per value request: waits until the value exists, sends it.
+  peer-client-N        one per link this worker opened: replies to its requests.
+  output-flush         flushes captured output every 50 ms.
+  channel-flush        sends batched stream messages.
+  parent-watch         exits when the parent is gone (besides PR_SET_PDEATHSIG).
+  A forked group guard process kills the worker's process group when the worker dies.
+"""
+
+from ._version import __version__
 from .errors import (
     ChannelError,
     ClusterError,
@@ -15,9 +54,8 @@ from .kernel.cluster import Cluster
 from .kernel.tasks import Task, TaskGroup
 from .plan.analysis import CodeNames, analyze
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "Cluster", "ClusterError", "IpyworkersError", "WorkerStartError", "RemoteError", "Task", "TaskCancelled",
     "TaskFailed", "TaskGroup", "CodeNames", "analyze", "load_ipython_extension",
     "unload_ipython_extension", "current", "ChannelError", "chunks", "range_lines", "read_range",

@@ -284,7 +284,7 @@ def local_versions() -> dict[str, str]:
 
     import cloudpickle
 
-    from . import __version__
+    from ._version import __version__
 
     return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "ipyworkers": __version__,
             "cloudpickle": cloudpickle.__version__}

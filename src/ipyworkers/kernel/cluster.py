@@ -8,7 +8,6 @@ out the scheduler's ``Effects`` once its lock is released.
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import time
@@ -17,13 +16,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import protocol as p
-from ..errors import ClusterError, RemoteError, SerializationError, TaskCancelled
+from ..errors import ClusterError, RemoteError, SerializationError
 from ..plan import parallel
 from ..plan.analysis import CodeNames, analyze
 from ..plan.dataflow import KERNEL
 from ..serialize import dumps_value, loads_value
 from . import events as ev
+from . import moves
 from .callbacks import CallbackThread
+from .code import WORKER_NAMES, names_of, transform
+from .code import label as label_of
 from .launchers import LocalLauncher
 from .mapreduce import NO_INITIAL, map_items, map_reduce
 from .scheduler import Effects, Scheduler, Submission
@@ -35,8 +37,6 @@ log = logging.getLogger("ipyworkers.kernel")
 
 STARTUP_TIMEOUT = 30.0
 INTERRUPT_WAIT = 2.0
-WORKER_NAMES = frozenset({"worker_id", "n_workers", "send", "recv", "close", "stream"})
-"""Names every worker defines for itself: never tracked, never shipped, even if rebound."""
 
 _END_EVENTS = {"done": ev.TASK_FINISHED, "failed": ev.TASK_FAILED, "cancelled": ev.TASK_CANCELLED}
 
@@ -51,25 +51,6 @@ def live_clusters() -> list[Cluster]:
 def max_workers() -> int:
     """More workers than this on one machine is almost always a typo (each is a process)."""
     return max(8, 4 * (os.cpu_count() or 1))
-
-
-@functools.lru_cache(maxsize=1024)
-def names_of(code: str) -> CodeNames:
-    """What ``code`` reads and writes once IPython syntax is turned into Python (cached:
-    the same code is often submitted many times)."""
-    return analyze(_transform(code))
-
-
-def _transform(code: str) -> str:
-    """IPython's own cell transforms (magics, ``!cmd``), so analysis sees Python."""
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-    except ImportError:
-        return code
-    try:
-        return TransformerManager().transform_cell(code)
-    except Exception:
-        return code
 
 
 class Cluster:
@@ -244,7 +225,7 @@ class Cluster:
         ids = self.check_ids(on, allow_all=False)
         reads, writes = self._names(names_of(code))
         kernel_values = self._kernel_values(reads)
-        subs = [Submission(wid, code, reads, writes, label or _label(code), sink or self._default_sink(), cell,
+        subs = [Submission(wid, code, reads, writes, label or label_of(code), sink or self._default_sink(), cell,
                            want_result, kernel_values=kernel_values) for wid in ids]
         tasks = self._submit(subs)
         handle: Task | TaskGroup = tasks[0] if isinstance(on, int) else TaskGroup(tasks)
@@ -255,11 +236,11 @@ class Cluster:
         """Run a cell whose statements carry ``# @ID`` tags, each on its worker; the
         variables they share move between workers by themselves."""
         self._require_running()
-        groups = parallel.split(_transform(cell), self.check_ids(None), default)
+        groups = parallel.split(transform(cell), self.check_ids(None), default)
         subs = []
         for group in groups:
             reads, writes = self._names(analyze(group.source))
-            subs.append(Submission(group.worker, group.code, reads, writes, _label(group.source),
+            subs.append(Submission(group.worker, group.code, reads, writes, label_of(group.source),
                                    sink or self._default_sink(), cell_number, False,
                                    kernel_values=self._kernel_values(reads)))
         return self._finish(TaskGroup(self._submit(subs)), block)
@@ -267,7 +248,7 @@ class Cluster:
     def plan_parallel(self, cell: str, *, default: int | None = None) -> str:
         """The per-worker programs of a tagged cell, with their sends and receives; runs nothing."""
         workers = self.check_ids(None) if self._running else list(range(1, self.n_workers + 1))
-        groups = parallel.split(_transform(cell), workers, default)
+        groups = parallel.split(transform(cell), workers, default)
         kernel_names = {n for n in list(self.namespace) if self._kernel_has(n)}
         with self._scheduler.lock:
             steps = parallel.plan(groups, self._scheduler.flow, kernel_names)
@@ -347,91 +328,16 @@ class Cluster:
     def push(self, values: Mapping[str, Any], to: int | Sequence[int], block: bool = True) -> TaskGroup:
         """Put kernel-side values into workers' namespaces (they become the current values).
         Interrupted, it cancels what has not gone out yet: each worker gets a whole value or none."""
-        self._require_running()
-        ids = self.check_ids(to, allow_all=False)
-        names = list(values)
-        _check_names(names)
-        pickled = {name: dumps_value(name, value) for name, value in values.items()}
-        self.namespace.update(values)
-        self._scheduler.note_kernel_writes(names, label="push")
-        group = self._moves(names, ids, KERNEL, "push", pickled)
-        return self._finish_move(group, block)
+        return moves.push(self, values, to, block)
 
     def send(self, names: Iterable[str], frm: int, to: int | Sequence[int], block: bool = False) -> TaskGroup:
         """Copy names from worker ``frm`` to workers ``to``, directly between them."""
-        self._require_running()
-        (source,) = self.check_ids(frm, allow_all=False)
-        ids = self.check_ids(to, allow_all=False)
-        names = list(names)
-        _check_names(names)
-        for name in names:
-            self._scheduler.require_defined(name)
-        try:
-            group = self._moves(names, [i for i in ids if i != source], source, "send", {})
-        except ValueError as exc:
-            raise ClusterError(str(exc)) from None
-        return self._finish_move(group, block)
-
-    def _moves(self, names: list[str], ids: list[int], source: int, verb: str, pickled: dict) -> TaskGroup:
-        label = f"{verb} {', '.join(names)}"
-        subs = [Submission(wid, None, frozenset(names), frozenset(), label, self._default_sink(), want_result=False,
-                           sources=dict.fromkeys(names, source), kernel_values=pickled) for wid in ids]
-        return TaskGroup(self._submit(subs))
-
-    def _finish_move(self, group: TaskGroup, block: bool) -> TaskGroup:
-        if not block:
-            return group
-        try:
-            group.wait()
-        except KeyboardInterrupt:
-            for task in group:
-                self.cancel(task)
-            raise
-        if group.error is not None:
-            raise group.error
-        return group
+        return moves.send(self, names, frm, to, block)
 
     def pull(self, names: str | Iterable[str], frm: int | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Bring names into the kernel namespace (after the tasks that produce them) and return
         them. Fails at once if the worker it pulls from dies."""
-        self._require_running()
-        names = [names] if isinstance(names, str) else list(names)
-        _check_names(names)
-        if frm is not None:
-            self.check_ids(frm, allow_all=False)
-        alive = {w for w in range(1, self.n_workers + 1) if self._supervisor.alive(w)}
-        requests = []
-        try:
-            for name in names:
-                version, source = self._scheduler.pull_source(name, frm, alive)
-                requests.append((name, version, source, *self._scheduler.request_pull(name, version, source)))
-            values = {name: self._await_pull(name, version, source, future, timeout)
-                      for name, version, source, _, future in requests}
-        finally:
-            for *_, req, _future in requests:
-                self._scheduler.forget_pull(req)
-        self.namespace.update(values)
-        return values
-
-    def _await_pull(self, name: str, version: int, source: int, future, timeout: float | None) -> Any:
-        started = time.monotonic()
-        try:
-            status, info, parts = future.result(timeout)
-        except TimeoutError:
-            raise TimeoutError(f"{name!r} did not arrive from worker {source} within {timeout} s") from None
-        if status == "failed":
-            raise TaskCancelled(source, version, f"{name!r} is unavailable because {info}")
-        if status == "error":
-            raise SerializationError(info)
-        if status == "missing":
-            raise NameError(f"name {name!r} is not defined on worker {source}")
-        value = loads_value(name, parts, "the kernel")
-        size = sum(len(part) for part in parts)
-        self._scheduler.pulled(name, version, size)
-        ended = time.monotonic()
-        self.events.record(ev.TRANSFER, worker=KERNEL, at=ended, name=name, source=source, dest=KERNEL,
-                           bytes=size, start=max(info, started), end=ended, version=version)
-        return value
+        return moves.pull(self, names, frm, timeout)
 
     def who_has(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """For each name: who holds its current value, its size, and the task that made it."""
@@ -548,22 +454,6 @@ def _state(wid: int, proc: dict[str, Any], work: dict[str, Any]) -> str:
                            for name, src in work["waiting"])
         return f"waiting for {inputs}"
     return "busy" if work["task_id"] else "idle"
-
-
-def _label(code: str) -> str:
-    for line in code.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return line[:60]
-    return "(empty)"
-
-
-def _check_names(names: list[str]) -> None:
-    if not names:
-        raise ClusterError("name at least one variable")
-    for name in names:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ClusterError(f"{name!r} is not a variable name")
 
 
 @atexit.register
