@@ -31,10 +31,16 @@ def test_untagged_statement_stays_on_previous_worker_and_worker_word_works():
     assert [(g.worker, g.first_line, g.last_line) for g in groups] == [(2, 1, 4), (1, 5, 5)]
 
 
-def test_first_statement_without_tag_needs_default():
-    with pytest.raises(TagError, match="line 1: the first statement has no worker tag"):
-        split("a = 1\nb = 2 # @1", [1, 2])
+def test_untagged_first_statement_is_setup_unless_a_default_is_given():
+    """Replaces the old rule (an untagged first statement was an error): it is setup now."""
+    setup = split("a = 1\nb = 2 # @1", [1, 2])[0]
+    assert (setup.worker, setup.replicas, setup.replicated) == (1, (), False)  # nobody reads a: first worker
     assert split("a = 1\nb = 2 # @1", [1, 2], default=2)[0].worker == 2
+
+
+def test_default_that_is_not_a_worker_is_an_error_naming_it():
+    with pytest.raises(TagError, match=r"--default 7: there is no worker 7 \(workers are 1\.\.2\)"):
+        split("a = 1\nb = 2 # @1", [1, 2], default=7)
 
 
 def test_tag_for_a_missing_worker_is_an_error_naming_the_line():
@@ -54,3 +60,58 @@ def test_plan_does_not_change_the_flow():
     flow = Dataflow()
     plan(split(EXAMPLE, [1, 2]), flow)
     assert flow.tasks == {} and flow.latest == {}
+
+
+SEED = """import os
+datadir = '/data/'                    # @1
+x = os.path.join(datadir, 'x.csv')    # @1
+y = os.path.join(datadir, 'y.csv')    # @2
+xy = x + y                            # @1
+"""
+
+
+def test_setup_runs_on_every_worker_that_reads_what_it_binds():
+    groups = split(SEED, [1, 2, 3])
+    assert [(g.workers, g.first_line, g.last_line) for g in groups] == [
+        ((1, 2), 1, 1), ((1,), 2, 3), ((2,), 4, 4), ((1,), 5, 5),
+    ]
+    assert groups[0].replicated and groups[0].source == "import os"
+
+
+def test_setup_is_never_transferred():
+    steps = plan(split(SEED, [1, 2]), Dataflow())
+    moved = [name for step in steps for name, _ in step.receives]
+    assert moved == ["datadir", "y"]
+    assert [(s.on, s.receives) for s in steps] == [(1, []), (2, []), (1, []), (2, [("datadir", 1)]), (1, [("y", 2)])]
+
+
+def test_render_shows_setup_rows_on_each_worker_that_runs_them():
+    text = render(plan(split(SEED, [1, 2]), Dataflow()), [1, 2])
+    first_row = text.splitlines()[2]
+    assert first_row.split("|")[0].strip() == "import os" and first_row.split("|")[1].strip() == "import os"
+    assert "send(os" not in text and "os = recv" not in text
+
+
+def test_setup_only_one_worker_reads_runs_only_there():
+    cell = "import math\nimport os\na = math.pi  # @2\nb = 1  # @1\n"
+    groups = split(cell, [1, 2])
+    assert [(g.workers, g.source) for g in groups[:2]] == [((2,), "import math"), ((1,), "import os")]
+
+
+def test_setup_needed_by_needed_setup_runs_there_too():
+    cell = "import os\nsep = os.sep\nunused = 0\na = sep  # @2\n"
+    groups = split(cell, [1, 2])
+    assert [(g.workers, g.source) for g in groups[:2]] == [((2,), "import os\nsep = os.sep"), ((1,), "unused = 0")]
+
+
+def test_setup_rebound_before_it_is_read_is_not_copied():
+    cell = "limit = 10\nlimit = 20  # @1\nc = limit  # @2\n"
+    groups = split(cell, [1, 2])
+    assert groups[0].workers == (1,)
+    steps = plan(groups, Dataflow())
+    assert steps[-1].receives == [("limit", 1)]
+
+
+def test_statements_that_share_a_line_stay_together():
+    groups = split("a = 1; b = a + 1  # @2\nc = b  # @1\n", [1, 2])
+    assert [(g.worker, g.source) for g in groups] == [(2, "a = 1; b = a + 1  # @2"), (1, "c = b  # @1")]
