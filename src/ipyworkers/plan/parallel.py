@@ -124,7 +124,7 @@ def comment_tags(cell: str) -> dict[int, str]:
 def unit_tag(unit: Unit, tags: dict[int, str], workers: Sequence[int]) -> int | None:
     """The worker a unit's tag names (on its first or last line), checked; None if untagged."""
     tag = tags.get(unit.first_line, tags.get(unit.last_line))
-    return None if tag is None else _worker_of(tag, unit.first_line, workers)
+    return None if tag is None else worker_of(tag, unit.first_line, workers)
 
 
 def split(cell: str, workers: Sequence[int], default: int | None = None) -> list[Group]:
@@ -210,7 +210,7 @@ def setup_groups(setup: Sequence[Unit], placed: Sequence[tuple[int, Unit]], work
     return groups
 
 
-def _worker_of(tag: str, line: int, workers: Sequence[int]) -> int:
+def worker_of(tag: str, line: int, workers: Sequence[int]) -> int:
     if not tag.isdigit():
         raise TagError(f"line {line}: worker tag {tag!r} is not a worker id")
     worker = int(tag)
