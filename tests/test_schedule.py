@@ -107,6 +107,11 @@ def test_pinned_tags_are_respected():
     assert auto.placement[3] == 1
 
 
+def test_a_pinned_effect_takes_the_other_effects_along():
+    auto = auto_plan("a = g(1)\nprint(a)\nb = g(2)\nprint(b)  # @2\n", [1, 2])
+    assert auto.placement[1] == auto.placement[3] == 2
+
+
 def test_pins_by_line_argument():
     auto = auto_plan("a = f(1)\nb = f(2)\n", [1, 2, 3], pinned={1: 3, 2: 3})
     assert auto.by_line == {1: 3, 2: 3}

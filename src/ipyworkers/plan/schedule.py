@@ -504,11 +504,16 @@ class _Clock:
 
 def heft(graph: StatementGraph, model: CostModel, workers: Sequence[int]) -> tuple[list[int], dict[int, int]]:
     """Placement by HEFT: in rank order, each statement to the worker where it ends first
-    (ties: the lower worker id), within its pin and its co-location set."""
+    (ties: the lower worker id), within its pin and its co-location set (which goes
+    where its first pinned member is pinned, else where its first placed member went)."""
     order = priority_order(graph, upward_ranks(graph, model))
     clock = _Clock(graph, model, {w: 0.0 for w in workers})
     together = {i: k for k, members in enumerate(graph.colocated) for i in members}
     chosen: dict[int, int] = {}
+    for team, members in enumerate(graph.colocated):
+        pins = [graph.statements[i].pinned for i in sorted(members) if graph.statements[i].pinned is not None]
+        if pins:
+            chosen[team] = pins[0]  # a pinned member takes the others along
     for index in order:
         statement = graph.statements[index]
         team = together.get(index)
