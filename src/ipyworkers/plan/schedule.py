@@ -40,7 +40,18 @@ from dataclasses import dataclass, field
 
 from ..errors import TagError
 from .dataflow import Dataflow
-from .parallel import Group, Unit, comment_tags, merge_units, plan, render, setup_groups, setup_workers, worker_of
+from .parallel import (
+    Group,
+    Unit,
+    comment_tags,
+    merge_units,
+    plan,
+    render,
+    setup_groups,
+    setup_workers,
+    unit_tag,
+    worker_of,
+)
 from .parallel import units as cell_units
 
 DEFAULT_LATENCY = 0.001
@@ -229,8 +240,7 @@ def _pin(unit: Unit, tags: dict[int, str], workers: Sequence[int], pinned: Mappi
     """A statement's worker from ``pinned`` (by first line), else from its tag; checked."""
     if unit.first_line in pinned:
         return worker_of(str(pinned[unit.first_line]), unit.first_line, workers)
-    tag = tags.get(unit.first_line, tags.get(unit.last_line))
-    return None if tag is None else worker_of(tag, unit.first_line, workers)
+    return unit_tag(unit, tags, workers)
 
 
 def _replicable(unit: Unit, mutated: set[str]) -> bool:
