@@ -173,3 +173,97 @@ def test_prune_forgets_ended_tasks_but_keeps_current_values_and_pending_inputs()
     assert flow.prune() == []
     flow.finished(reader.id, True)
     assert flow.prune() == [reader.id]
+
+
+# -- replicated writes (setup lines each worker runs for itself) ------------------------------
+
+
+def test_replicated_write_is_one_version_and_each_copy_reads_locally():
+    flow = flow_with(1, 2, 3)
+    first, second = flow.submit_replicated([1, 2], [], ["os"], label="import os")
+    assert second.replica_of == first.id and first.version == second.version == first.id
+    assert flow.latest["os"] == first.id
+    on_1 = flow.submit(1, ["os"], ["x"])
+    on_2 = flow.submit(2, ["os"], ["y"])
+    assert on_1.remote_deps() == [] and on_2.remote_deps() == []
+    assert [(d.name, d.version, d.source) for d in on_2.deps] == [("os", first.id, 2)]
+
+
+def test_worker_without_a_copy_fetches_from_the_first_copy():
+    flow = flow_with(1, 2, 3)
+    first, _ = flow.submit_replicated([2, 1], [], ["os"])
+    reader = flow.submit(3, ["os"], [])
+    assert first.worker == 2
+    assert [(d.name, d.source) for d in reader.remote_deps()] == [("os", 2)]
+
+
+def test_each_copy_runs_in_its_own_queue_and_adds_its_worker_as_holder():
+    flow = flow_with(1, 2)
+    first, second = flow.submit_replicated([1, 2], [], ["os"])
+    dispatch, _ = flow.ready()
+    assert ids(dispatch) == [first.id, second.id]
+    flow.finished(second.id, True, sizes={"os": 10})
+    assert flow.where("os") == (first.id, {2})
+    flow.finished(first.id, True)
+    assert flow.where("os") == (first.id, {1, 2})
+    assert flow.sizes[("os", first.id)] == 10
+
+
+def test_copies_read_what_came_before_not_each_others_writes():
+    flow = flow_with(1, 2)
+    producer = flow.submit(1, [], ["n"])
+    first, second = flow.submit_replicated([1, 2], ["n"], ["n"])  # n = n + 1 on both
+    assert [(d.version, d.source) for d in first.deps] == [(producer.id, 1)]
+    assert [(d.version, d.source) for d in second.deps] == [(producer.id, 1)]
+    assert flow.latest["n"] == first.id
+
+
+def test_replicated_code_reads_kernel_values_on_every_copy():
+    flow = flow_with(1, 2)
+    copies = flow.submit_replicated([1, 2], ["path"], ["data"], kernel_has={"path"}.__contains__)
+    assert [[(d.name, d.source) for d in c.kernel_deps()] for c in copies] == [[("path", KERNEL)]] * 2
+
+
+def test_a_failed_copy_makes_its_workers_reads_fetch_from_a_good_one():
+    flow = flow_with(1, 2)
+    first, second = flow.submit_replicated([1, 2], [], ["os"])
+    flow.ready()
+    flow.finished(first.id, True)
+    flow.finished(second.id, False, "task failed (ImportError)")
+    local_on_1 = flow.submit(1, ["os"], [])
+    refetch_on_2 = flow.submit(2, ["os"], [])
+    assert local_on_1.remote_deps() == []
+    assert [(d.name, d.source) for d in refetch_on_2.remote_deps()] == [("os", 1)]
+    dispatch, cancelled = flow.ready()
+    assert set(ids(dispatch)) == {local_on_1.id, refetch_on_2.id} and cancelled == []
+
+
+def test_reader_queued_behind_a_failing_copy_is_cancelled():
+    flow = flow_with(1, 2)
+    first, second = flow.submit_replicated([1, 2], [], ["os"])
+    reader = flow.submit(2, ["os"], [])
+    flow.finished(first.id, True)
+    flow.finished(second.id, False, "task #2 on worker 2 failed (ImportError)")
+    _, cancelled = flow.ready()
+    assert ids(cancelled) == [reader.id] and "ImportError" in reader.reason
+
+
+def test_replication_needs_workers_and_never_the_kernel():
+    flow = flow_with(1)
+    for workers in ([], [KERNEL, 1]):
+        try:
+            flow.submit_replicated(workers, [], ["x"])
+        except ValueError:
+            continue
+        raise AssertionError(f"{workers} accepted")
+
+
+def test_prune_keeps_a_replicated_version_and_drops_ended_copies():
+    flow = flow_with(1, 2)
+    first, second = flow.submit_replicated([1, 2], [], ["os"])
+    flow.ready()
+    flow.finished(first.id, True)
+    flow.finished(second.id, True)
+    assert flow.prune() == [second.id]
+    assert flow.where("os") == (first.id, {1, 2})
+    assert flow.submit(2, ["os"], []).remote_deps() == []

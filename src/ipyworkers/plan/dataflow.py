@@ -13,6 +13,12 @@ produced it. Submission order is program order:
 * tasks on one worker are dispatched in submission order.
 
 Every wait points at an earlier task, so the graph cannot deadlock.
+
+A *replicated* task (``submit_replicated``: setup lines such as ``import os`` that
+each worker runs for itself) is one copy per worker, all producing the same
+version: the first copy's id. A worker that runs a copy holds that version once
+its copy has run, so its own reads of those names are local, never fetched;
+a worker without a copy fetches from the first copy's worker, as for any task.
 """
 
 from __future__ import annotations
@@ -55,6 +61,13 @@ class TaskRecord:
     """For a failed or cancelled task, the root cause, naming the task or worker that failed."""
     pending_fetch: set[str] = field(default_factory=set)
     missing_input: str | None = None
+    replica_of: int | None = None
+    """For a copy of a replicated task other than the first: the first copy's id."""
+
+    @property
+    def version(self) -> int:
+        """The version this task's writes produce: its own id, or the first copy's."""
+        return self.id if self.replica_of is None else self.replica_of
 
     @property
     def final(self) -> bool:
@@ -78,6 +91,8 @@ class Dataflow:
         self.workers: set[int] = set()
         self._queues: dict[int, deque[int]] = {}
         self._fetchers: dict[str, set[int]] = {}
+        self.copies: dict[int, dict[int, int]] = {}
+        """For a replicated version: worker -> id of the copy that produces it there."""
         self._next_id = 1
 
     # -- workers ---------------------------------------------------------------------
@@ -112,7 +127,41 @@ class Dataflow:
         """Add a task; ``kernel_has`` tells whether the kernel namespace defines a name
         that no task produced (it then comes from the kernel). ``sources`` forces where
         some names are taken from (explicit moves)."""
-        task = TaskRecord(self._next_id, worker, frozenset(reads), frozenset(writes), label)
+        task = self._new_task(worker, reads, writes, label, kernel_has, sources)
+        self._publish(task)
+        return task
+
+    def submit_replicated(
+        self,
+        workers: Iterable[int],
+        reads: Iterable[str],
+        writes: Iterable[str],
+        *,
+        label: str = "",
+        kernel_has: Callable[[str], bool] = lambda name: False,
+    ) -> list[TaskRecord]:
+        """The same code on each of ``workers`` (setup lines), as one version of its writes.
+
+        Each copy is an ordinary task in its worker's queue, with its own inputs; all
+        copies' inputs are resolved before any of their writes count, as if the code ran
+        once. The writes' version is the first copy's id; each copy's worker holds it once
+        that copy has run, so later reads there are local. Returns the copies, first first.
+        """
+        order = list(dict.fromkeys(workers))
+        if not order or KERNEL in order:
+            raise ValueError(f"replicated code needs one or more workers, not {order!r}")
+        first = self._new_task(order[0], reads, writes, label, kernel_has, None)
+        copies = [first] + [
+            self._new_task(w, reads, writes, label, kernel_has, None, replica_of=first.id) for w in order[1:]
+        ]
+        self.copies[first.id] = {copy.worker: copy.id for copy in copies}
+        self._publish(first)
+        return copies
+
+    def _new_task(self, worker, reads, writes, label, kernel_has, sources, replica_of=None) -> TaskRecord:
+        """A task with its inputs resolved, its fetches registered and its place in its
+        worker's queue; its writes do not count yet."""
+        task = TaskRecord(self._next_id, worker, frozenset(reads), frozenset(writes), label, replica_of=replica_of)
         self._next_id += 1
         self.tasks[task.id] = task
         for name in sorted(task.reads):
@@ -122,15 +171,18 @@ class Dataflow:
         for dep in task.remote_deps():
             task.pending_fetch.add(dep.name)
             self._fetchers.setdefault(dep.name, set()).add(task.id)
+        if worker != KERNEL:
+            self._queues.setdefault(worker, deque()).append(task.id)
+        return task
+
+    def _publish(self, task: TaskRecord) -> None:
+        """The task's writes are now the current versions; kernel tasks are done at once."""
         for name in task.writes:
             self.latest[name] = task.id
-        if worker == KERNEL:
+        if task.worker == KERNEL:
             task.state = DONE
             for name in task.writes:
                 self.holders[(name, task.id)] = {KERNEL}
-        else:
-            self._queues.setdefault(worker, deque()).append(task.id)
-        return task
 
     def _dependency(self, task, name, kernel_has, forced_source) -> Dep | None:
         version = self.latest.get(name)
@@ -140,15 +192,28 @@ class Dataflow:
             version = self._kernel_version(name)
         holders = self.holders.get((name, version), set())
         producer = self.tasks[version]
-        if forced_source is not None and forced_source != producer.worker and forced_source not in holders:
+        copies = self.copies.get(version, {})
+        if (forced_source is not None and forced_source != producer.worker and forced_source not in holders
+                and forced_source not in copies):
             raise ValueError(f"{holder_name(forced_source)} does not hold the current value of {name!r}")
         source = forced_source if forced_source is not None else producer.worker
-        if task.worker in holders and forced_source is None:
+        if forced_source is None and (task.worker in holders or self._copy_will_hold(version, task.worker)):
             source = task.worker
-        elif source != KERNEL and source not in self.workers and producer.final:
+        elif source != KERNEL and source not in self.workers and (producer.final or copies):
             alive = sorted(h for h in holders if h in self.workers or h == KERNEL)
+            alive += sorted(w for w in copies if w in self.workers and self._copy_will_hold(version, w))
             source = alive[0] if alive else source
         return Dep(name, version, source)
+
+    def _copy_will_hold(self, version: int, worker: int) -> bool:
+        """Does ``worker`` run a copy of replicated ``version`` that has not failed?"""
+        copy = self.tasks.get(self.copies.get(version, {}).get(worker, -1))
+        return copy is not None and copy.state not in (FAILED, CANCELLED)
+
+    def _producer_on(self, version: int, worker: int) -> TaskRecord:
+        """The task that makes ``version`` on ``worker``: its copy there, else the producer."""
+        copy = self.tasks.get(self.copies.get(version, {}).get(worker, -1))
+        return copy if copy is not None else self.tasks[version]
 
     def _kernel_version(self, name: str) -> int:
         kernel_task = self.submit(KERNEL, (), (name,), label=f"kernel value {name}")
@@ -190,12 +255,19 @@ class Dataflow:
     def _missing_input(self, task: TaskRecord) -> tuple[str, str] | None:
         """(name, root cause) of an input that will never come, if any."""
         for dep in task.deps:
-            producer = self.tasks[dep.version]
-            if producer.state in (FAILED, CANCELLED) and (dep.name, dep.version) not in self.holders:
+            producer = self._producer_on(dep.version, dep.source)
+            if producer.state in (FAILED, CANCELLED) and not self._held(dep):
                 return dep.name, producer.reason or f"task #{producer.id} {producer.state}"
             if dep.source not in (KERNEL, task.worker) and dep.source not in self.workers:
                 return dep.name, f"{holder_name(dep.source)}, which held it, is gone"
         return None
+
+    def _held(self, dep: Dep) -> bool:
+        """Is ``dep`` still to be had: anyone holds it, or (replicated) its source does?"""
+        holders = self.holders.get((dep.name, dep.version))
+        if dep.version in self.copies:
+            return dep.source in (holders or ())
+        return holders is not None
 
     def _held_for_readers(self, task: TaskRecord) -> bool:
         """Would ``task`` replace a value on its worker that an earlier task still has to fetch from there?"""
@@ -243,9 +315,9 @@ class Dataflow:
             return task
         self._finish(task, DONE if ok else FAILED, reason)
         for name in task.writes if ok else (written or ()):
-            self.holders[(name, task.id)] = {task.worker}
+            self.holders.setdefault((name, task.version), set()).add(task.worker)
         for name, size in (sizes or {}).items():
-            self.sizes[(name, task.id)] = size
+            self.sizes[(name, task.version)] = size
         return task
 
     def cancelled(self, task_id: int, reason: str) -> TaskRecord:
@@ -256,8 +328,17 @@ class Dataflow:
 
     def missing(self, task_id: int, names: Iterable[str]) -> None:
         """The task ran but did not define some of the names analysis expected."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            for name in names:
+                self.holders.pop((name, task_id), None)
+            return
         for name in names:
-            self.holders.pop((name, task_id), None)
+            holders = self.holders.get((name, task.version))
+            if holders is not None:
+                holders.discard(task.worker)  # a copy elsewhere may still have defined it
+                if not holders:
+                    del self.holders[(name, task.version)]
 
     def _finish(self, task: TaskRecord, state: str, reason: str | None) -> None:
         task.state = state
@@ -284,6 +365,8 @@ class Dataflow:
         gone = [tid for tid, task in self.tasks.items() if task.final and tid not in keep]
         for tid in gone:
             del self.tasks[tid]
+        for version in [v for v in self.copies if v not in self.tasks]:
+            del self.copies[version]
         stale = [key for key in self.holders if key[1] not in self.tasks]
         for key in stale:
             self.holders.pop(key, None)
