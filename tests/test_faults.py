@@ -183,9 +183,8 @@ def test_a_stopped_worker_is_unresponsive_and_an_interrupt_says_so(cluster):
         started = time.monotonic()
         report = cluster.interrupt(1)
         assert time.monotonic() - started < 3.0
+        assert "unresponsive" in report[1] and "%workers restart 1" in report[1]
         _wait_until(lambda: cluster.status()[0]["state"].startswith("unresponsive"), timeout=5, what="unresponsive")
-        assert "restart" in cluster.interrupt(1)[1]
-        assert report[1] != "interrupted"
         assert cluster.run("worker_id", on=2, block=True).result == 2
     finally:
         os.kill(pid, signal.SIGCONT)

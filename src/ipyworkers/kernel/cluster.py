@@ -176,18 +176,19 @@ class Cluster:
         happened: 'interrupted', or why it did not stop."""
         self._require_running()
         busy = self._scheduler.busy_tasks(w for w in self.check_ids(ids) if self._supervisor.alive(w))
+        sent = time.monotonic()
         for wid, task in busy.items():
             self._supervisor.interrupt(wid, task.id)
-        deadline = time.monotonic() + wait
+        deadline = sent + wait
         for task in busy.values():
             task._done.wait(max(0.0, deadline - time.monotonic()))
-        return {wid: self._interrupt_outcome(wid, task) for wid, task in busy.items()}
+        return {wid: self._interrupt_outcome(wid, task, sent) for wid, task in busy.items()}
 
-    def _interrupt_outcome(self, wid: int, task: Task) -> str:
+    def _interrupt_outcome(self, wid: int, task: Task, sent: float) -> str:
         if task.done():
             return "interrupted"
         row = self._supervisor.row(wid) or {}
-        if row.get("unresponsive"):
+        if row.get("unresponsive") or not self._supervisor.answered_since(wid, sent):
             return (f"worker {wid} is unresponsive (stopped, or stuck in code that holds the interpreter); "
                     f"restart it: %workers restart {wid}")
         return (f"worker {wid} did not stop: its code ignores or catches KeyboardInterrupt; "

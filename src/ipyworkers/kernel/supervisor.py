@@ -31,7 +31,7 @@ from .. import wire
 from ..errors import AuthenticationError, WireError, WorkerStartError
 from ..protocol import local_versions
 from .launchers import WorkerProcess
-from .links import DROPPED, Ticket, WorkerLink
+from .links import DROPPED, SENT, Ticket, WorkerLink
 
 log = logging.getLogger("ipyworkers.kernel")
 
@@ -52,8 +52,10 @@ class WorkerHandle:
     host: str
     peer_address: str
     state: str = UP
+    ping: Ticket | None = None
     ping_sent: float | None = None
     ping_seq: int = 0
+    last_pong: float = 0.0
     unresponsive: bool = False
 
 
@@ -237,11 +239,21 @@ class Supervisor:
         return handle is not None and handle.state == UP
 
     def interrupt(self, wid: int, task: int | None = None) -> None:
+        """Send the interrupt, and a ping behind it: whether the worker answers tells a
+        worker that ignores interrupts from one that answers nothing."""
         self.post(wid, p.Interrupt(task))
+        handle = self.handles.get(wid)
+        if handle is not None:
+            self._ping(handle, time.monotonic())
+
+    def answered_since(self, wid: int, since: float) -> bool:
+        handle = self.handles.get(wid)
+        return handle is not None and handle.last_pong >= since
 
     def on_pong(self, wid: int) -> None:
         handle = self.handles.get(wid)
         if handle is not None:
+            handle.last_pong = time.monotonic()
             handle.ping_sent = None
             handle.unresponsive = False
 
@@ -297,12 +309,18 @@ class Supervisor:
         for handle in list(self.handles.values()):
             if handle.state != UP:
                 continue
-            if handle.ping_sent is not None:
+            if handle.ping_sent is None:
+                self._ping(handle, now)
+            elif handle.ping.state == SENT:
                 handle.unresponsive = now - handle.ping_sent > UNRESPONSIVE_SECONDS
-                continue
-            handle.ping_seq += 1
-            handle.ping_sent = now
-            handle.link.post(p.Ping(handle.ping_seq))
+            else:  # still in our own outbox, behind a large push: says nothing of the worker
+                handle.ping_sent = now
+
+    @staticmethod
+    def _ping(handle: WorkerHandle, now: float) -> None:
+        handle.ping_seq += 1
+        handle.ping_sent = now
+        handle.ping = handle.link.post(p.Ping(handle.ping_seq))
 
     def row(self, wid: int) -> dict[str, Any] | None:
         handle = self.handles.get(wid)
