@@ -192,6 +192,13 @@ def test_a_stopped_worker_is_unresponsive_and_an_interrupt_says_so(cluster):
     assert cluster.run("worker_id", on=1, block=True).result == 1
 
 
+def test_a_task_that_replaced_the_interrupt_handler_does_not_disable_interrupts_for_the_next(cluster):
+    cluster.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)", on=1, block=True)
+    task = cluster.run("import time\ntime.sleep(30)", on=1)
+    _wait_until(lambda: task.state == "running")
+    assert cluster.interrupt(1) == {1: "interrupted"}
+
+
 def test_interrupting_code_that_ignores_sigint_reports_that_it_did_not_stop(cluster):
     task = cluster.run("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)", on=1)
     _wait_until(lambda: task.state == "running")

@@ -27,7 +27,7 @@ from .channels import Channels
 from .fetcher import Fetcher, PeerClient
 from .namespace import Namespace
 from .output import TaskStream
-from .runner import TaskRunner, install_sigint
+from .runner import TaskRunner, configure_main_thread
 from .shell import make_shell
 from .values import ValueServer
 
@@ -227,5 +227,5 @@ def main(argv: list[str] | None = None) -> None:
     listener = wire.Listener(peer_path, key)
     worker = Worker(args.id, args.n_workers, conn, listener, key, args.parent_pid, args.colors)
     conn.send(p.Hello(args.id, os.getpid(), socket.gethostname(), peer_path, p.local_versions()))
-    install_sigint(worker.runner)
+    configure_main_thread(worker.runner)
     worker.serve_forever()

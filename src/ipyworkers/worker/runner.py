@@ -173,6 +173,7 @@ class TaskRunner:
         self.worker.emit(p.Started(run.task, started))
         namespace, channels = self.worker.namespace, self.worker.channels
         namespace.restore_provided()
+        signal.signal(signal.SIGINT, self.on_sigint)
         self._error = None
         channels.task_started()
         self.current_output_task = run.task
@@ -253,6 +254,9 @@ class TaskRunner:
         self.worker.emit(p.Clear(self.current_output_task, wait))
 
 
-def install_sigint(runner: TaskRunner) -> None:
+def configure_main_thread(runner: TaskRunner) -> None:
+    """Interrupts reach the runner's handler (a task that replaced it gets it back at the
+    next task); busy user code yields the GIL every 1 ms, not Python's default 5 ms, so
+    the IO threads serving streams and fetches are not delayed by it."""
     signal.signal(signal.SIGINT, runner.on_sigint)
     sys.setswitchinterval(0.001)
