@@ -55,6 +55,7 @@ class WorkerHandle:
     ping_sent: float | None = None
     ping_seq: int = 0
     unresponsive: bool = False
+    last_pong: float = 0.0
 
 
 class Supervisor:
@@ -244,6 +245,22 @@ class Supervisor:
         if handle is not None:
             handle.ping_sent = None
             handle.unresponsive = False
+            handle.last_pong = time.monotonic()
+
+    def probe(self, wid: int) -> None:
+        """Ask the worker for a pong now, unless one is already awaited: a worker that
+        answers none while it is being interrupted is unresponsive, not just deaf to it."""
+        handle = self.handles.get(wid)
+        if handle is None or handle.state != UP or handle.ping_sent is not None:
+            return
+        handle.ping_seq += 1
+        handle.ping_sent = time.monotonic()
+        handle.link.post(p.Ping(handle.ping_seq))
+
+    def answered_since(self, wid: int, since: float) -> bool:
+        """Whether the worker has answered a heartbeat since ``since`` (a monotonic time)."""
+        handle = self.handles.get(wid)
+        return handle is not None and handle.last_pong >= since
 
     # -- deaths and restarts ------------------------------------------------------------------------
 
