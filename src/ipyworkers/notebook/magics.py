@@ -115,8 +115,8 @@ def _has_widget_frontend(shell: Any) -> bool:
 
 # -- showing status -----------------------------------------------------------------------------
 
-_STATE_COLOURS = {"idle": "#1a7f37", "busy": "#0969da", "waiting": "#9a6700", "unresponsive": "#cf222e",
-                  "dead": "#6e7781"}
+STATE_COLOURS = {"idle": "#1a7f37", "busy": "#0969da", "waiting": "#9a6700", "unresponsive": "#cf222e",
+                  "dead": "#cf222e"}
 
 
 def state_kind(state: str) -> str:
@@ -124,7 +124,7 @@ def state_kind(state: str) -> str:
     for kind in ("waiting", "unresponsive"):
         if state.startswith(kind):
             return kind
-    return state if state in _STATE_COLOURS else "busy"
+    return state if state in STATE_COLOURS else "busy"
 
 
 class StatusTable:
@@ -162,7 +162,7 @@ class StatusTable:
             return f"<td style='text-align:left'>{text}</td>"
         kind = state_kind(row.get("state") or "")
         weight = ";font-weight:bold" if kind == "unresponsive" else ""
-        return (f"<td class='ipyworkers-{kind}' style='text-align:left;color:{_STATE_COLOURS[kind]}{weight}'>"
+        return (f"<td class='ipyworkers-{kind}' style='text-align:left;color:{STATE_COLOURS[kind]}{weight}'>"
                 f"{text}</td>")
 
 
