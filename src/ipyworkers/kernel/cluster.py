@@ -37,6 +37,9 @@ log = logging.getLogger("ipyworkers.kernel")
 
 STARTUP_TIMEOUT = 30.0
 INTERRUPT_WAIT = 2.0
+PONG_SECONDS = 0.5
+"""A live worker answers a heartbeat within milliseconds; one silent this long while it is
+interrupted is stopped or stuck in code that holds the interpreter."""
 
 _END_EVENTS = {"done": ev.TASK_FINISHED, "failed": ev.TASK_FAILED, "cancelled": ev.TASK_CANCELLED}
 
@@ -176,19 +179,20 @@ class Cluster:
         happened: 'interrupted', or why it did not stop."""
         self._require_running()
         busy = self._scheduler.busy_tasks(w for w in self.check_ids(ids) if self._supervisor.alive(w))
-        sent = time.monotonic()
+        asked = time.monotonic()
         for wid, task in busy.items():
             self._supervisor.interrupt(wid, task.id)
-        deadline = sent + wait
+        deadline = asked + wait
         for task in busy.values():
             task._done.wait(max(0.0, deadline - time.monotonic()))
-        return {wid: self._interrupt_outcome(wid, task, sent) for wid, task in busy.items()}
+        return {wid: self._interrupt_outcome(wid, task, asked, wait) for wid, task in busy.items()}
 
-    def _interrupt_outcome(self, wid: int, task: Task, sent: float) -> str:
+    def _interrupt_outcome(self, wid: int, task: Task, asked: float, wait: float) -> str:
         if task.done():
             return "interrupted"
         row = self._supervisor.row(wid) or {}
-        if row.get("unresponsive") or not self._supervisor.answered_since(wid, sent):
+        silent = wait >= PONG_SECONDS and not self._supervisor.answered_since(wid, asked)
+        if row.get("unresponsive") or silent:
             return (f"worker {wid} is unresponsive (stopped, or stuck in code that holds the interpreter); "
                     f"restart it: %workers restart {wid}")
         return (f"worker {wid} did not stop: its code ignores or catches KeyboardInterrupt; "

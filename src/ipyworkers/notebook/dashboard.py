@@ -135,19 +135,21 @@ class Dashboard:
 
 
 def status_html(rows: list[dict[str, Any]]) -> str:
+    from .magics import STATE_COLOURS, state_kind
+
     head = "".join(f"<th style='text-align:left;padding:0 .8em 0 0'>{c}</th>"
                    for c in ("worker", "pid", "state", "task", "names"))
     body = []
     for row in rows:
         names = row.get("names") or []
         shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
-        colour = {"busy": "#0969da", "dead": "#cf222e"}.get(row["state"], "#1a7f37")
+        colour = STATE_COLOURS[state_kind(row["state"])]
         task = row.get("task") or "-"
         if row.get("queued"):
             task += f" (+{row['queued']} queued)"
         body.append(
             f"<tr><td>{row['id']}</td><td>{row['pid'] or '-'}</td>"
-            f"<td style='color:{colour}'>{row['state']}</td><td>{html.escape(task)}</td>"
+            f"<td style='color:{colour}'>{html.escape(row['state'])}</td><td>{html.escape(task)}</td>"
             f"<td>{len(names)}{': ' + html.escape(shown) if names else ''}</td></tr>"
         )
     return f"<table class='ipyworkers-status'><tr>{head}</tr>{''.join(body)}</table>"

@@ -1,4 +1,10 @@
-"""IPython magics: parse the line, call ``Cluster``, show the result. Nothing more."""
+"""IPython magics: parse the line, call ``Cluster``, show the result. Nothing more.
+
+Each magic declares its arguments with IPython's ``magic_arguments`` (as ``%%capture``
+does), so ``%workers?``, ``%%worker?`` and the rest print their full help. Arguments that
+several magics share are the small decorators just below. A ``# comment`` at the end of
+a magic's line (or of a cell magic's first line) is ignored.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,25 @@ import re
 import shlex
 import sys
 import time
+from html import escape
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
-from ..errors import ClusterError, TagError
-from ..kernel.cluster import Cluster
+from ..errors import ClusterError, TagError, TaskCancelled
+from ..kernel.cluster import Cluster, max_workers
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
 from .outputs import QueueSink, WidgetSink
 
-INTERRUPT_GRACE = 5.0
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")
+WORKERS_ACTIONS = ("start", "stop", "restart", "interrupt", "status")
+WORKERS_USAGE = "%workers start [N] [--force] | stop | restart [ID ...] | interrupt [ID ...] | status"
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"%{self.prog}: {message}")
+# -- arguments ---------------------------------------------------------------------------------
 
 
 def _worker_id(text: str) -> int:
@@ -33,49 +40,67 @@ def _worker_id(text: str) -> int:
     return int(text)
 
 
-def _parser(prog: str) -> _ArgumentParser:
-    return _ArgumentParser(prog=prog, add_help=False)
+def _workers_action(text: str) -> str:
+    if text not in WORKERS_ACTIONS:
+        raise argparse.ArgumentTypeError(f"unknown action {text!r}; usage: {WORKERS_USAGE}")
+    return text
 
 
-def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace:
+def _worker_ids(nargs: str, help: str):
+    """Positional worker ids (``%%worker 1 2``, ``%wait 2``)."""
+    return argument("ids", nargs=nargs, type=_worker_id, default=[], help=help)
+
+
+def _block(func):
+    return argument("--block", action="store_true",
+                    help="wait here until the work ends: its output lands in this cell, its error "
+                         "becomes the cell's error, and the stop button interrupts the workers")(func)
+
+
+def _names(nargs: str, help: str):
+    return argument("names", nargs=nargs, metavar="NAME", default=[], help=help)
+
+
+def _to(func):
+    return argument("--to", nargs="+", type=_worker_id, required=True, metavar="ID",
+                    help="the workers that receive the values")(func)
+
+
+def _from(required: bool, help: str):
+    return argument("--from", dest="frm", type=_worker_id, required=required, metavar="ID", help=help)
+
+
+def _parse(magic: Any, line: str) -> argparse.Namespace:
+    """``line`` parsed by ``magic``'s own parser (``magic_arguments``), its trailing
+    comment dropped; a bad line is a ``UsageError`` that names the magic."""
+    name = f"%{magic.parser.prog}"
     try:
-        return parser.parse_args(shlex.split(line))
-    except ValueError as exc:
-        raise UsageError(f"%{parser.prog}: {exc}") from None
+        words = shlex.split(_uncommented(line))
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"{name}: {exc}") from None
+    try:
+        return magic.parser.parse_args(words)
+    except UsageError as exc:
+        raise UsageError(f"{name}: {exc} (see {name}?)") from None
 
 
-_WORKER = _parser("%worker")
-_WORKER.add_argument("ids", nargs="+", type=_worker_id)
-_WORKER.add_argument("--block", action="store_true")
-
-_PARALLEL = _parser("%parallel")
-_PARALLEL.add_argument("--show", action="store_true")
-_PARALLEL.add_argument("--block", action="store_true")
-_PARALLEL.add_argument("--default", type=_worker_id)
-
-_WAIT = _parser("wait")
-_WAIT.add_argument("ids", nargs="*", type=_worker_id)
-
-_PUSH = _parser("push")
-_PUSH.add_argument("names", nargs="+")
-_PUSH.add_argument("--to", nargs="+", type=_worker_id, required=True)
-
-_PULL = _parser("pull")
-_PULL.add_argument("names", nargs="+")
-_PULL.add_argument("--from", dest="frm", type=_worker_id)
-
-_SEND = _parser("send")
-_SEND.add_argument("names", nargs="+")
-_SEND.add_argument("--from", dest="frm", type=_worker_id, required=True)
-_SEND.add_argument("--to", nargs="+", type=_worker_id, required=True)
-
-_TIMELINE = _parser("timeline")
-_TIMELINE.add_argument("--save", metavar="FILE")
-
-_WHO_HAS = _parser("who_has")
-_WHO_HAS.add_argument("names", nargs="*")
-
-WORKERS_USAGE = "usage: %workers start [N] | stop | restart [ID ...] | interrupt [ID ...] | status"
+def _uncommented(line: str) -> str:
+    """``line`` without a trailing comment: from a ``#`` that starts a word outside
+    quotes, as in a shell (so ``--save 'run#2.html'`` keeps its ``#``)."""
+    quote, escaped = None, False
+    for i, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote is not None:
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
 
 
 def _has_widget_frontend(shell: Any) -> bool:
@@ -88,8 +113,23 @@ def _has_widget_frontend(shell: Any) -> bool:
     return True
 
 
+# -- showing status -----------------------------------------------------------------------------
+
+STATE_COLOURS = {"idle": "#1a7f37", "busy": "#0969da", "waiting": "#9a6700", "unresponsive": "#cf222e",
+                  "dead": "#cf222e"}
+
+
+def state_kind(state: str) -> str:
+    """'idle', 'busy', 'waiting', 'unresponsive' or 'dead', from a status row's state."""
+    for kind in ("waiting", "unresponsive"):
+        if state.startswith(kind):
+            return kind
+    return state if state in STATE_COLOURS else "busy"
+
+
 class StatusTable:
-    """``%workers status``: an HTML table in a notebook, text elsewhere."""
+    """``%workers status``: an HTML table in a notebook, text elsewhere. A worker that
+    needs the user (waiting on another, unresponsive, dead) says so in its state."""
 
     COLUMNS = ("id", "pid", "host", "state", "task", "names")
 
@@ -104,7 +144,7 @@ class StatusTable:
             return f"{len(names)}: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}" if names else "0"
         if column == "task" and row.get("queued"):
             return f"{value or '-'} (+{row['queued']} queued)"
-        return "-" if value is None else str(value)
+        return "-" if value is None or value == "" else str(value)
 
     def __repr__(self) -> str:
         table = [self.COLUMNS] + [tuple(self._cell(r, c) for c in self.COLUMNS) for r in self.rows]
@@ -112,14 +152,26 @@ class StatusTable:
         return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table)
 
     def _repr_html_(self) -> str:
-        from html import escape
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(self._html_cell(r, c) for c in self.COLUMNS) + "</tr>" for r in self.rows)
+        return f"<table class='ipyworkers-status'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{escape(self._cell(r, c))}</td>" for c in self.COLUMNS) + "</tr>"
-            for r in self.rows
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    def _html_cell(self, row: dict[str, Any], column: str) -> str:
+        text = escape(self._cell(row, column))
+        if column != "state":
+            return f"<td style='text-align:left'>{text}</td>"
+        kind = state_kind(row.get("state") or "")
+        weight = ";font-weight:bold" if kind == "unresponsive" else ""
+        return (f"<td class='ipyworkers-{kind}' style='text-align:left;color:{STATE_COLOURS[kind]}{weight}'>"
+                f"{text}</td>")
+
+
+def _outcome_line(worker: int, outcome: str) -> str:
+    """One line of ``Cluster.interrupt``'s report."""
+    return outcome if outcome.startswith(f"worker {worker} ") else f"worker {worker}: {outcome}"
+
+
+# -- the magics -------------------------------------------------------------------------------------
 
 
 @magics_class
@@ -132,36 +184,64 @@ class WorkerMagics(Magics):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @magic_arguments()
+    @kwds(usage="%(prog)s start [N] [--force]\n  %%%(prog)s stop\n  %%%(prog)s restart [ID ...]\n"
+                "  %%%(prog)s interrupt [ID ...]\n  %%%(prog)s status")
+    @argument("action", type=_workers_action, help=" | ".join(WORKERS_ACTIONS))
+    @argument("numbers", nargs="*", metavar="N|ID", default=[],
+              help="start: how many workers (default: one per CPU); restart, interrupt: which workers "
+                   "(default: all)")
+    @argument("--force", action="store_true",
+              help=f"start: start more than {max_workers()} workers (4 per CPU, at least 8), each a process "
+                   "of its own")
     @line_magic
     def workers(self, line: str) -> Any:
-        """%workers start [N] | stop | restart [ID ...] | interrupt [ID ...] | status"""
-        words = line.split()
-        if not words:
-            raise UsageError(WORKERS_USAGE)
-        action, rest = words[0], words[1:]
-        handler = getattr(self, f"_workers_{action}", None)
-        if handler is None:
-            raise UsageError(f"%workers: unknown action {action!r}; {WORKERS_USAGE}")
-        return handler(rest)
+        """Start, stop, restart or interrupt the worker processes, or show what they do.
 
-    def _workers_start(self, rest: list[str]) -> Any:
-        if len(rest) > 1:
+        start [N] [--force]   start N workers (default: one per CPU) and show the dashboard;
+                              more than 4 per CPU (at least 8) takes --force
+        stop                  stop every worker (their variables are lost)
+        restart [ID ...]      replace these workers (default: all) with fresh processes;
+                              the way out for a worker that is stuck or unresponsive
+        interrupt [ID ...]    KeyboardInterrupt in what these workers (default: all) run or
+                              wait for, waiting up to 2 s, then say for each what happened
+        status                a row per worker: pid, state (idle, busy, waiting for a
+                              variable, unresponsive, dead), task, variables held
+        """
+        args = _parse(self.workers, line)
+        if args.force and args.action != "start":
+            raise UsageError(f"%workers {args.action}: --force goes only with start")
+        return getattr(self, f"_workers_{args.action}")(args.numbers, args)
+
+    def _workers_start(self, numbers: list[str], args: argparse.Namespace) -> Any:
+        if len(numbers) > 1:
             raise UsageError("%workers start takes one number: how many workers (default: one per CPU)")
         n = None
-        if rest:
-            if not re.fullmatch(r"[+-]?\d+", rest[0]) or int(rest[0]) < 1:
-                raise UsageError(f"%workers start: the number of workers must be a whole number >= 1, not {rest[0]!r}")
-            n = int(rest[0])
+        if numbers:
+            if not re.fullmatch(r"[+-]?\d+", numbers[0]) or int(numbers[0]) < 1:
+                raise UsageError(
+                    f"%workers start: the number of workers must be a whole number >= 1, not {numbers[0]!r}")
+            n = int(numbers[0])
         if self.cluster is not None and self.cluster.running:
             raise UsageError("workers are already running: %workers stop first, or %workers restart")
-        cluster = Cluster(n, namespace=self.shell.user_ns, colors=_colors(self.shell))
+        if n is not None and n > max_workers() and not args.force:
+            raise UsageError(
+                f"%workers start: {n} workers is more than this machine's limit of {max_workers()} (4 per CPU, "
+                f"at least 8), and each is a process of its own; to start them anyway: %workers start {n} --force")
+        try:
+            cluster = Cluster(n, namespace=self.shell.user_ns, colors=_colors(self.shell), force=args.force)
+        except ClusterError as exc:
+            raise UsageError(f"%workers start: {exc}") from None
         cluster.hidden_names = _HiddenNames(self.shell)
+        self.cluster, self._unwaited = cluster, []  # before start: however it ends, %workers stop reaches it
         started = time.perf_counter()
         try:
             cluster.start()
         except ClusterError as exc:
             raise UsageError(f"%workers start: {exc}") from None
-        self.cluster = cluster
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt("%workers start was interrupted; the workers it had started are stopped") \
+                from None
         print(f"{cluster.n_workers} workers ready in {time.perf_counter() - started:.2f} s")
         if not _has_widget_frontend(self.shell):
             return StatusTable(cluster.status())
@@ -171,33 +251,45 @@ class WorkerMagics(Magics):
         self.dashboard.show()
         return None
 
-    def _workers_stop(self, rest: list[str]) -> None:
+    def _workers_stop(self, numbers: list[str] = (), args: Any = None) -> None:
+        if numbers:
+            raise UsageError("%workers stop takes no worker ids: it stops them all")
         if self.cluster is not None:
             self.cluster.stop()
         if self.dashboard is not None:
             self.dashboard.close()
+        self._unwaited = []
 
-    def _workers_restart(self, rest: list[str]) -> Any:
+    def _workers_restart(self, numbers: list[str], args: argparse.Namespace) -> Any:
         cluster = self._cluster()
         try:
-            cluster.restart(_ids(rest, "restart") or None)
+            cluster.restart(self._ids(numbers, "restart") or None)
         except ClusterError as exc:
             raise UsageError(f"%workers restart: {exc}") from None
         return StatusTable(cluster.status())
 
-    def _workers_interrupt(self, rest: list[str]) -> None:
+    def _workers_interrupt(self, numbers: list[str], args: argparse.Namespace) -> None:
         cluster = self._cluster()
         try:
-            report = cluster.interrupt(_ids(rest, "interrupt") or None)
+            report = cluster.interrupt(self._ids(numbers, "interrupt") or None)
         except ClusterError as exc:
             raise UsageError(f"%workers interrupt: {exc}") from None
         if not report:
             print("no worker was busy")
         for wid, outcome in sorted(report.items()):
-            print(f"worker {wid}: {outcome}")
+            print(_outcome_line(wid, outcome))
 
-    def _workers_status(self, rest: list[str]) -> Any:
+    def _workers_status(self, numbers: list[str], args: argparse.Namespace) -> Any:
+        if numbers:
+            raise UsageError("%workers status takes no worker ids: it shows them all")
         return StatusTable(self._cluster().status())
+
+    @staticmethod
+    def _ids(words: list[str], action: str) -> list[int]:
+        try:
+            return [_worker_id(w) for w in words]
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"%workers {action}: {exc}") from None
 
     def _cluster(self) -> Cluster:
         if self.cluster is None or not self.cluster.running:
@@ -206,10 +298,18 @@ class WorkerMagics(Magics):
 
     # -- running code ---------------------------------------------------------------------------
 
+    @magic_arguments("%worker")
+    @_worker_ids("+", "the workers to run the cell on (each runs all of it)")
+    @_block
     @cell_magic
     def worker(self, line: str, cell: str) -> None:
-        """%%worker ID [ID ...] [--block]: run the cell on those workers."""
-        args = _parse(_WORKER, line)
+        """Run the cell on workers, in the background unless --block.
+
+        The names the cell reads come from wherever their current values are (the
+        kernel, another worker), after the tasks that make them; what it binds stays on
+        the worker (see %pull). Its output streams into this cell.
+        """
+        args = _parse(self.worker, line)
         cluster = self._cluster()
         ids = list(dict.fromkeys(args.ids))
         sink = self._sink(args.block, prefix_lines=len(ids) > 1)
@@ -219,12 +319,23 @@ class WorkerMagics(Magics):
             raise UsageError(f"%%worker: {exc}") from None
         self._finish_cell(handle, sink, args.block, prefix_lines=len(ids) > 1)
 
+    @magic_arguments("%parallel")
+    @argument("--show", action="store_true", help="show each worker's program, with its sends and receives; "
+                                                  "run nothing")
+    @_block
+    @argument("--default", type=_worker_id, metavar="ID", help="the worker of the statements before the first tag")
     @cell_magic
     def parallel(self, line: str, cell: str) -> None:
-        """%%parallel [--show] [--block] [--default ID]: statements run where their '# @ID' tag says."""
-        args = _parse(_PARALLEL, line)
+        """Run each statement of the cell on the worker its '# @ID' tag names.
+
+        A statement without a tag runs where the one before it ran. The variables the
+        statements share move between the workers by themselves.
+        """
+        args = _parse(self.parallel, line)
         cluster = self._cluster()
         try:
+            if args.default is not None:
+                cluster.check_ids(args.default, allow_all=args.show)
             if args.show:
                 print(cluster.plan_parallel(cell, default=args.default))
                 return
@@ -254,14 +365,14 @@ class WorkerMagics(Magics):
             self._unwaited.append(handle)
             return
         self._wait_showing(handle, sink, prefix_lines)
-        if handle.error is not None:
-            raise handle.error
+        error = _cell_error(_tasks(handle))
+        if error is not None:
+            raise error
 
     def _wait_showing(self, handle: Task | TaskGroup, sink: QueueSink | None = None,
                       prefix_lines: bool = False) -> None:
         """Wait in the kernel's main thread, showing output as it comes; the stop button
-        interrupts the code on the workers, which keep their variables."""
-        interrupted_at = None
+        stops the work (see ``_stop_button``)."""
         while True:
             try:
                 while not handle.done():
@@ -270,17 +381,41 @@ class WorkerMagics(Magics):
                     _wait_briefly(handle)
                 break
             except KeyboardInterrupt:
-                if interrupted_at is not None and time.monotonic() - interrupted_at > INTERRUPT_GRACE:
-                    raise
-                interrupted_at = time.monotonic()
-                self.cluster.interrupt(sorted({t.worker for t in _tasks(handle) if not t.done()}))
+                if self._stop_button(handle):
+                    break
         if sink is not None:
             sink.drain(prefix_lines)
 
+    def _stop_button(self, handle: Task | TaskGroup) -> bool:
+        """The stop button, pressed while a cell waits for ``handle``: its tasks not yet
+        running are cancelled, and the code running (or waiting for its inputs) is
+        interrupted, waiting up to 2 s for it to stop. If it stopped, True: the cell ends
+        now, with the tasks' own KeyboardInterrupt (``_cell_error``). If a worker did not
+        stop, the cell ends with a KeyboardInterrupt that names it and how to restart it."""
+        cluster = self.cluster
+        if cluster is None or not cluster.running:
+            raise KeyboardInterrupt
+        pending = [t for t in _tasks(handle) if not t.done()]
+        current = {row["id"]: row.get("task_id") for row in cluster.status()}
+        running = sorted({t.worker for t in pending if current.get(t.worker) == t.id})
+        for task in pending:
+            if current.get(task.worker) != task.id:
+                cluster.cancel(task)
+        report = cluster.interrupt(running) if running else {}
+        stuck = [_outcome_line(w, outcome) for w, outcome in sorted(report.items()) if outcome != "interrupted"]
+        if stuck:
+            raise KeyboardInterrupt("\n".join(stuck))
+        return True
+
+    @magic_arguments()
+    @_worker_ids("*", "the workers to wait for (default: all)")
     @line_magic
     def wait(self, line: str) -> None:
-        """%wait [ID ...]: block until the work in flight ends; raise if any of it failed."""
-        args = _parse(_WAIT, line)
+        """Wait until the work on these workers ends; raise the first error of it.
+
+        The stop button interrupts the code that runs and cancels what is queued behind it.
+        """
+        args = _parse(self.wait, line)
         cluster = self._cluster()
         try:
             ids = cluster.check_ids(args.ids or None)
@@ -293,37 +428,56 @@ class WorkerMagics(Magics):
         self._wait_showing(group)
         failed = [t for t in group if t.error is not None]
         if len(failed) > 1:
-            print(f"{len(failed)} tasks failed; the first:", file=sys.stderr)
-        if failed:
-            raise failed[0].error
+            print(f"{len(failed)} tasks failed; the first cause:", file=sys.stderr)
+        error = _cell_error(group.tasks)
+        if error is not None:
+            raise error
 
     # -- moving variables --------------------------------------------------------------------------
 
+    @magic_arguments()
+    @_names("+", "kernel variables")
+    @_to
     @line_magic
     def push(self, line: str) -> None:
-        """%push NAMES --to IDS: copy kernel variables to workers."""
-        args = _parse(_PUSH, line)
+        """Copy kernel variables to workers (they become the current values).
+
+        Interrupted, a push cancels what has not gone out: each worker gets a whole value or none.
+        """
+        args = _parse(self.push, line)
         missing = [n for n in args.names if n not in self.shell.user_ns]
         if missing:
             raise UsageError(f"%push: name {missing[0]!r} is not defined in the kernel")
         self._call("push", lambda c: c.push({n: self.shell.user_ns[n] for n in args.names}, to=args.to))
 
+    @magic_arguments()
+    @_names("+", "variables on the workers")
+    @_from(False, "the worker to copy them from (default: the one that made them, or any that holds them)")
     @line_magic
     def pull(self, line: str) -> None:
-        """%pull NAMES [--from ID]: bring variables into the kernel (after the tasks that make them)."""
-        args = _parse(_PULL, line)
+        """Bring variables into the kernel, once the tasks that make them have ended.
+
+        Fails at once if the worker it pulls from dies.
+        """
+        args = _parse(self.pull, line)
         self._call("pull", lambda c: c.pull(args.names, frm=args.frm))
 
+    @magic_arguments()
+    @_names("+", "variables on the sending worker")
+    @_from(True, "the worker that holds them")
+    @_to
     @line_magic
     def send(self, line: str) -> None:
-        """%send NAMES --from ID --to IDS: copy variables from one worker to others, directly."""
-        args = _parse(_SEND, line)
+        """Copy variables from one worker to others, directly between them."""
+        args = _parse(self.send, line)
         self._call("send", lambda c: c.send(args.names, frm=args.frm, to=args.to, block=True))
 
+    @magic_arguments()
+    @_names("*", "the variables to look up (default: every variable on the workers)")
     @line_magic
     def who_has(self, line: str) -> Any:
-        """%who_has [NAMES]: which workers (0 = the kernel) hold each name, and its size."""
-        args = _parse(_WHO_HAS, line)
+        """Which workers (and the kernel) hold each variable, its size, and the task that made it."""
+        args = _parse(self.who_has, line)
         table = self._cluster().who_has(args.names or None)
         rows = [
             f"{name:<20} {', '.join(_holder(h) for h in info['holders']) or '-':<24} "
@@ -333,16 +487,19 @@ class WorkerMagics(Magics):
         ]
         print("\n".join(rows) if rows else "no variables on the workers yet")
 
+    @magic_arguments()
+    @argument("--save", metavar="FILE", help="save it instead: FILE.html is a page, FILE.json a Chrome/Perfetto "
+                                             "trace")
     @line_magic
     def timeline(self, line: str) -> Any:
-        """%timeline [--save FILE]: show the timeline again, or save it (.html page, .json trace)."""
-        args = _parse(_TIMELINE, line)
-        cluster = self.cluster if self.cluster is not None else None
+        """Show the timeline of the tasks and transfers again, or save it."""
+        args = _parse(self.timeline, line)
+        cluster = self.cluster
         if cluster is None:
             raise UsageError("%timeline: nothing to show yet: start workers with %workers start N")
         from . import timeline
 
-        model = timeline.TimelineModel.from_events(cluster.events.events(), cluster.events.origin)
+        model = timeline.TimelineModel.from_log(cluster.events)
         if args.save:
             try:
                 kind = timeline.save(model, args.save)
@@ -385,15 +542,22 @@ def _wait_briefly(handle: Task | TaskGroup) -> None:
             pass
 
 
+def _cell_error(tasks: list[Task]) -> BaseException | None:
+    """The error a cell that waited for ``tasks`` ends with: the first that is a cause (an
+    exception, an interrupt, a death) rather than a task cancelled because of another's;
+    or, if the stop button left some cancelled but still queued behind other work on
+    their worker, a KeyboardInterrupt that says so."""
+    errors = [t.error for t in tasks if t.error is not None]
+    error = next((e for e in errors if not isinstance(e, TaskCancelled)), errors[0] if errors else None)
+    queued = [t for t in tasks if not t.done()]
+    if error is None and queued:
+        which = ", ".join(f"#{t.id} on worker {t.worker}" for t in queued)
+        error = KeyboardInterrupt(f"cancelled task {which}: it will be skipped when its worker gets to it")
+    return error
+
+
 def _tasks(handle: Task | TaskGroup) -> list[Task]:
     return handle.tasks if isinstance(handle, TaskGroup) else [handle]
-
-
-def _ids(words: list[str], action: str) -> list[int]:
-    try:
-        return [_worker_id(w) for w in words]
-    except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"%workers {action}: {exc}") from None
 
 
 def _holder(holder: int) -> str:
@@ -432,7 +596,7 @@ def unload(ipython: Any) -> None:
     except ValueError:
         pass
     if _magics is not None:
-        _magics._workers_stop([])
+        _magics._workers_stop()
     _magics = None
 
 
