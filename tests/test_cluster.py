@@ -356,7 +356,9 @@ def test_a_failed_cell_keeps_what_it_bound_before_the_error(cluster):
 
 def test_a_long_session_does_not_keep_every_task(cluster):
     for i in range(2100):
-        cluster.run(f"x = {i}", on=1 + i % 2, want_result=False)
+        task = cluster.run(f"x = {i}", on=1 + i % 2, want_result=False)
+        if i % 100 == 99:
+            task.wait(30)
     assert cluster.run("x", on=1, block=True).result == 2099
     assert len(cluster.flow.tasks) < 1200 and len(cluster._scheduler.tasks) < 1200
 

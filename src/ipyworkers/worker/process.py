@@ -37,6 +37,7 @@ PARENT_POLL_SECONDS = 0.25
 FLUSH_SECONDS = 0.05
 STREAM_REPORT_TICKS = 4
 PR_SET_PDEATHSIG = 1
+GUARD_KERNEL_SECONDS = 0.5
 
 
 class Worker:
@@ -198,9 +199,17 @@ def _start_group_guard(kernel_pid: int, runtime_dir: str) -> None:
 
 
 def _guard_fire(kernel_pid: int, runtime_dir: str) -> None:
+    """Kill the group at once, then look at the kernel: a killed kernel whose threads are
+    still being torn down is not yet a zombie, so wait for it a little."""
+    group = os.getpgrp()
+    os.setpgid(0, 0)
+    os.killpg(group, signal.SIGKILL)
+    deadline = time.monotonic() + GUARD_KERNEL_SECONDS
+    while _alive(kernel_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     if not _alive(kernel_pid):
         shutil.rmtree(runtime_dir, ignore_errors=True)
-    os.killpg(0, signal.SIGKILL)
+    os._exit(0)
 
 
 def _alive(pid: int) -> bool:
