@@ -121,7 +121,7 @@ def statement_key(source: str) -> str:
 
 def build_graph(cell: str, workers: Sequence[int], pinned: Mapping[int, int] | None = None) -> StatementGraph:
     """The statement graph of ``cell``. Raises ``SyntaxError`` (naming the line) or ``TagError``."""
-    tree = _parse(cell)
+    tree = parse_cell(cell)
     tags = comment_tags(cell)
     all_units = cell_units(cell, tree)
     modules = _imported_names(tree)
@@ -141,10 +141,11 @@ def build_graph(cell: str, workers: Sequence[int], pinned: Mapping[int, int] | N
             mutates=frozenset(set(_mutated_names(unit.nodes)) - modules),
             effect=_is_effect(unit.nodes), pinned=pin, setup=setup,
         ))
-    return StatementGraph(statements, _edges(statements), _colocated(statements))
+    return StatementGraph(statements, edges_of(statements), colocated_sets(statements))
 
 
-def _parse(cell: str) -> ast.Module:
+def parse_cell(cell: str) -> ast.Module:
+    """The cell's syntax tree; a ``SyntaxError`` says "line N: ..." as a usage error should."""
     try:
         return ast.parse(cell)
     except SyntaxError as exc:
@@ -244,7 +245,7 @@ def _imported_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _edges(statements: Sequence[Statement]) -> list[Edge]:
+def edges_of(statements: Sequence[Statement]) -> list[Edge]:
     """RAW, WAR and WAW edges between placed statements, and the chain of effects.
 
     An in-place change counts as a read and a write of the name, so what comes after
@@ -276,7 +277,7 @@ def _edges(statements: Sequence[Statement]) -> list[Edge]:
             for (src, dst, kind), names in sorted(found.items())]
 
 
-def _colocated(statements: Sequence[Statement]) -> list[set[int]]:
+def colocated_sets(statements: Sequence[Statement]) -> list[set[int]]:
     """Statements that must share a worker: all effects; all users of a name changed in place."""
     parent = {s.index: s.index for s in statements if not s.setup}
 

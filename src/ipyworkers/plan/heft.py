@@ -155,10 +155,12 @@ class _Clock:
         return Slot(index, worker, start, self.finish[index])
 
 
-def heft(graph: StatementGraph, model: CostModel, workers: Sequence[int]) -> tuple[list[int], dict[int, int]]:
+def heft(graph: StatementGraph, model: CostModel, workers: Sequence[int],
+         place_on: Sequence[int] | None = None) -> tuple[list[int], dict[int, int]]:
     """Placement by HEFT: in rank order, each statement to the worker where it ends first
     (ties: the lower worker id), within its pin and its co-location set (which goes
-    where its first pinned member is pinned, else where its first placed member went)."""
+    where its first pinned member is pinned, else where its first placed member went).
+    Unpinned statements go to ``place_on`` (default: all ``workers``); pins may name any."""
     order = priority_order(graph, upward_ranks(graph, model))
     clock = _Clock(graph, model, {w: 0.0 for w in workers})
     together = {i: k for k, members in enumerate(graph.colocated) for i in members}
@@ -175,7 +177,7 @@ def heft(graph: StatementGraph, model: CostModel, workers: Sequence[int]) -> tup
         elif team in chosen:
             candidates = [chosen[team]]
         else:
-            candidates = sorted(workers)
+            candidates = sorted(workers if place_on is None else place_on)
         best = min(candidates, key=lambda w: (clock.finish_if(index, w), w))
         clock.put(index, best)
         if team is not None:

@@ -36,11 +36,24 @@ timeline, and this module turns a placement into tasks and text.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import TagError
 from .dataflow import Dataflow
-from .graph import ORDER, RAW, WAR, WAW, Edge, Statement, StatementGraph, build_graph, statement_key
+from .graph import (
+    ORDER,
+    RAW,
+    WAR,
+    WAW,
+    Edge,
+    Statement,
+    StatementGraph,
+    build_graph,
+    colocated_sets,
+    edges_of,
+    parse_cell,
+    statement_key,
+)
 from .heft import (
     DEFAULT_BANDWIDTH,
     DEFAULT_LATENCY,
@@ -57,7 +70,7 @@ from .parallel import Group, Unit, merge_units, plan, render, setup_groups, setu
 __all__ = [
     "ORDER", "RAW", "WAR", "WAW", "DEFAULT_BANDWIDTH", "DEFAULT_LATENCY", "AutoPlan", "CostModel", "Edge", "Slot",
     "Statement", "StatementGraph", "auto_plan", "build_graph", "cost_model", "heft", "predict", "priority_order",
-    "render_plan", "statement_key", "timeline", "upward_ranks",
+    "parse_cell", "render_plan", "statement_key", "tagged_plan", "timeline", "upward_ranks",
 ]
 
 
@@ -89,6 +102,19 @@ class AutoPlan:
         """First line of each placed statement -> its worker."""
         return {self.graph.statements[i].first_line: w for i, w in self.placement.items()}
 
+    def statement_groups(self) -> list[Group]:
+        """The same placement with one task per placed statement (setup groups as they
+        are), so each statement's time can be measured and drawn against its slot. The
+        dataflow gives them the same transfers as ``groups``."""
+        setup_lines = {self.graph.statements[i].first_line for i in self.setup_on}
+        setup = [g for g in self.groups if g.first_line in setup_lines]
+        placed = [self.graph.statements[i] for i in self.order]
+        return setup + [Group(self.placement[s.index], s.first_line, s.last_line, s.source) for s in placed]
+
+    def statements_of(self, group: Group) -> list[Statement]:
+        """The statements a group of this plan runs."""
+        return [s for s in self.graph.statements if group.first_line <= s.first_line <= group.last_line]
+
     def summary(self) -> str:
         u = self.unit
         return (f"predicted makespan {self.makespan:.2f} {u} on {len(self.workers)} workers "
@@ -108,27 +134,65 @@ def auto_plan(
     bandwidth: float = DEFAULT_BANDWIDTH,
     latency: float = DEFAULT_LATENCY,
     default_cost: float | None = None,
+    place_on: Sequence[int] | None = None,
 ) -> AutoPlan:
     """Place the statements of ``cell`` (Python; IPython syntax already transformed) on ``workers``.
 
     ``costs``: measured seconds per statement, keyed by its code (see ``statement_key``).
     ``transfer_costs``: bytes per name from earlier transfers. ``pinned``: first line ->
-    worker, on top of the cell's own tags. Raises ``SyntaxError`` naming the line, and
-    ``TagError`` for a tag or pin that names no worker.
+    worker, on top of the cell's own tags. ``place_on``: the workers for statements
+    without a pin (default: all of ``workers``, which tags and pins may name). Raises
+    ``SyntaxError`` naming the line, and ``TagError`` for a tag or pin that names no worker.
     """
-    if not workers:
+    candidates = list(workers if place_on is None else place_on)
+    if not candidates:
         raise TagError("no workers to place the statements on")
+    outside = sorted(set(candidates) - set(workers))
+    if outside:
+        raise TagError(f"there is no worker {outside[0]} to place statements on")
     graph = build_graph(cell, workers, pinned)
     model, measured = cost_model(graph, costs, transfer_costs, bandwidth, latency, default_cost)
-    order, placement = heft(graph, model, workers)
+    order, placement = heft(graph, model, workers, candidates)
     setup = [s for s in graph.statements if s.setup]
     placed = [(placement[i], graph.statements[i].unit) for i in order]
-    on = setup_workers([s.unit for s in setup], placed, workers)
+    on = setup_workers([s.unit for s in setup], placed, candidates)
     setup_on = {s.index: tuple(sorted(w)) for s, w in zip(setup, on, strict=True)}
     slots = predict(graph, model, order, placement, setup_on, workers)
-    groups = setup_groups([s.unit for s in setup], placed, workers) + _groups(graph, order, placement)
+    groups = setup_groups([s.unit for s in setup], placed, candidates) + _groups(graph, order, placement)
     return AutoPlan(
         groups=groups, placement=dict(placement), setup_on=setup_on, slots=slots,
+        makespan=max((s.finish for s in slots), default=0.0), serial=sum(model.costs.values()),
+        graph=graph, workers=tuple(sorted(set(candidates) | set(placement.values()))), order=order,
+        unit="s" if measured else "units",
+    )
+
+
+def tagged_plan(
+    cell: str,
+    groups: Sequence[Group],
+    workers: Sequence[int],
+    costs: Mapping[str, float] | None = None,
+    transfer_costs: Mapping[str, float] | None = None,
+    *,
+    bandwidth: float = DEFAULT_BANDWIDTH,
+    latency: float = DEFAULT_LATENCY,
+) -> AutoPlan:
+    """The prediction for a tagged cell split by ``parallel.split``: each statement where
+    its group runs, setup on every worker of a replicated group, in source order. Same
+    costs and timeline model as ``auto_plan``, so a tagged run can be drawn against its
+    plan too."""
+    graph = build_graph(cell, workers)
+    where = {s.index: g for g in groups for s in graph.statements if g.first_line <= s.first_line <= g.last_line}
+    statements = [replace(s, setup=s.setup or where[s.index].replicated, pinned=where[s.index].worker)
+                  for s in graph.statements]
+    graph = StatementGraph(statements, edges_of(statements), colocated_sets(statements))
+    model, measured = cost_model(graph, costs, transfer_costs, bandwidth, latency, None)
+    order = [s.index for s in graph.tasks]
+    placement = {i: statements[i].pinned for i in order}
+    setup_on = {s.index: where[s.index].workers for s in statements if s.setup}
+    slots = predict(graph, model, order, placement, setup_on, workers)
+    return AutoPlan(
+        groups=list(groups), placement=placement, setup_on=setup_on, slots=slots,
         makespan=max((s.finish for s in slots), default=0.0), serial=sum(model.costs.values()),
         graph=graph, workers=tuple(sorted(workers)), order=order, unit="s" if measured else "units",
     )
@@ -170,11 +234,12 @@ def render_plan(auto: AutoPlan, flow: Dataflow | None = None, kernel_names: froz
 
 
 def timeline(auto: AutoPlan) -> list[dict[str, object]]:
-    """The predicted slots as plain records (line, worker, start, finish, setup), for a
-    plan-versus-actual overlay on the timeline."""
+    """The predicted slots as plain records (line, worker, start, finish, setup, and the
+    statement's first line of code), for a plan-versus-actual overlay on the timeline."""
     return [
         {"line": auto.graph.statements[s.statement].first_line, "worker": s.worker,
-         "start": s.start, "finish": s.finish, "setup": s.setup}
+         "start": s.start, "finish": s.finish, "setup": s.setup,
+         "code": auto.graph.statements[s.statement].source.strip().splitlines()[0][:80]}
         for s in auto.slots
     ]
 
