@@ -16,6 +16,7 @@ from ..errors import ClusterError, TagError
 from ..kernel.cluster import Cluster
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
+from ..plan.export import ExportError
 from .outputs import QueueSink, WidgetSink
 
 INTERRUPT_GRACE = 5.0
@@ -52,6 +53,9 @@ _PARALLEL = _parser("%parallel")
 _PARALLEL.add_argument("--show", action="store_true")
 _PARALLEL.add_argument("--block", action="store_true")
 _PARALLEL.add_argument("--default", type=_worker_id)
+_PARALLEL.add_argument("--auto", action="store_true")
+_PARALLEL.add_argument("--workers", nargs="+", type=_worker_id)
+_PARALLEL.add_argument("--export", metavar="DIR")
 
 _WAIT = _parser("wait")
 _WAIT.add_argument("ids", nargs="*", type=_worker_id)
@@ -221,16 +225,23 @@ class WorkerMagics(Magics):
 
     @cell_magic
     def parallel(self, line: str, cell: str) -> None:
-        """%%parallel [--show] [--block] [--default ID]: statements run where their '# @ID' tag says."""
+        """%%parallel [--auto [--workers IDS]] [--show | --export DIR] [--block] [--default ID]:
+        statements run where their '# @ID' tag says, or, with --auto, where the planner puts them."""
         args = _parse(_PARALLEL, line)
         cluster = self._cluster()
+        how = {"default": args.default, "auto": args.auto, "workers": args.workers}
         try:
+            if args.export:
+                written = cluster.export_parallel(cell, args.export, **how)
+                print(f"wrote {', '.join(path.name for path in written)} to {written[-1].parent}\n"
+                      f"run it outside Jupyter: python {written[-1]}")
+                return
             if args.show:
-                print(cluster.plan_parallel(cell, default=args.default))
+                print(cluster.plan_parallel(cell, **how))
                 return
             sink = self._sink(args.block, prefix_lines=True)
-            handle = cluster.run_parallel(cell, default=args.default, sink=sink, cell_number=self._cell_number())
-        except (ClusterError, TagError) as exc:
+            handle = cluster.run_parallel(cell, **how, sink=sink, cell_number=self._cell_number())
+        except (ClusterError, TagError, ExportError, SyntaxError, OSError) as exc:
             raise UsageError(f"%%parallel: {exc}") from None
         self._finish_cell(handle, sink, args.block, prefix_lines=True)
 
