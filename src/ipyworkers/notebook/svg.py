@@ -1,5 +1,6 @@
-"""The timeline drawn: one SVG document (the live widget and the HTML export share it),
-and the standalone HTML page. Pure: shapes from a ``TimelineModel``, nothing else.
+"""The timeline drawn and exported: one SVG document (the live widget and the HTML export
+share it), the standalone HTML page, and the Chrome trace that Perfetto loads. Pure:
+shapes from a ``TimelineModel``, nothing else (``save`` writes the file).
 
 A row per worker and one for the kernel; a bar per task coloured by state; arrows for
 transfers; a "now" line; the plan of each ``%%parallel`` run as hollow bars over what
@@ -9,6 +10,8 @@ ran; and a ``<title>`` on every shape, which browsers show on hover.
 from __future__ import annotations
 
 import html
+import json
+from typing import Any
 
 from .timeline import (
     AXIS_HEIGHT,
@@ -16,6 +19,8 @@ from .timeline import (
     KERNEL,
     LABEL_WIDTH,
     MAX_ARROWS,
+    PLAN_TRACK,
+    PLANNED,
     ROW_HEIGHT,
     Arrow,
     Bar,
@@ -47,6 +52,7 @@ def render_svg(model: TimelineModel, now: float | None = None, window: tuple[flo
         *_row_labels(rows, row_y, model.dead),
         f'<g transform="translate({LABEL_WIDTH},0)">',
         *_bars(model, rows, row_y, x, t0, t1, now, plot),
+        *_planned(model, row_y, x, t0, t1),
         *_arrows(model, row_y, x, t0, t1),
     ]
     if t0 <= now <= t1 and model.running:
@@ -210,6 +216,32 @@ def _aggregate(arrows: list[Arrow], bucket: float) -> list[Arrow]:
     return list(merged.values())
 
 
+def _planned(model: TimelineModel, row_y, x, t0, t1) -> list[str]:
+    """The plan of each %%parallel run as hollow bars: where and when each statement was
+    predicted to run, over the filled bars of what did. Only plans in seconds: a plan made
+    before anything was measured (equal weights, in units) has no place on the time axis."""
+    out = []
+    for plan in model.plans:
+        if not plan.measured:
+            continue
+        for slot in plan.slots:
+            start, finish = plan.at + slot["start"], plan.at + slot["finish"]
+            if slot["worker"] not in row_y or finish < t0 or start > t1:
+                continue
+            x0, x1 = x(max(start, t0)), x(min(finish, t1))
+            if x1 - x0 < 1.0 and slot.get("setup"):
+                continue  # an import or def: no time to speak of
+            where = "kernel" if slot["worker"] == KERNEL else f"worker {slot['worker']}"
+            tooltip = (f"planned: line {slot['line']} on {where}" + (" (setup)" if slot.get("setup") else "")
+                       + (f"\n{slot['code']}" if slot.get("code") else "")
+                       + f"\nstart {human_seconds(slot['start'])} after submission, "
+                         f"duration {human_seconds(slot['finish'] - slot['start'])}")
+            out.append(f'<rect class="planned" data-line="{slot["line"]}" x="{x0:.1f}" y="{row_y[slot["worker"]] + 2}" '
+                       f'width="{max(1.0, x1 - x0):.1f}" height="{ROW_HEIGHT - 8}" rx="2" fill="none" '
+                       f'stroke="{PLANNED}" stroke-width="1.2" stroke-dasharray="4,2">'
+                       f'<title>{html.escape(tooltip)}</title></rect>')
+    return out
+
 
 def html_page(model: TimelineModel, title: str = "ipyworkers timeline") -> str:
     """A standalone page: the drawing, its summary, wheel zoom and drag pan; no kernel needed."""
@@ -222,6 +254,7 @@ margin-right:.3em;vertical-align:middle}}</style></head>
 <body><h2>{html.escape(title)}</h2>
 <p class="summary">{html.escape(summary_line(model))}</p>
 <p class="legend">{"".join(f'<span><i style="background:{c}"></i>{s}</span>' for s, c in COLORS.items())}
+<span><i style="border:1.5px dashed {PLANNED};box-sizing:border-box"></i>planned (%%parallel)</span>
 <span>scroll to zoom, drag to pan, hover for details</span></p>
 {svg}
 <script>
@@ -237,3 +270,70 @@ window.addEventListener("mousemove", e => {{ if (!drag) return; const r = svg.ge
   box[0] = Math.max(0, drag[1] - (e.clientX - drag[0]) * box[2] / r.width); set(); }});
 </script></body></html>
 """
+
+
+def chrome_trace(model: TimelineModel) -> dict[str, Any]:
+    """Chrome trace event format: a track per worker, tasks as slices, transfers as flows."""
+    us = 1e6
+    events: list[dict[str, Any]] = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "ipyworkers"}}]
+    for row in model.rows():
+        events.append({"ph": "M", "pid": 1, "tid": row, "name": "thread_name", "args": {"name": who(row)}})
+        events.append({"ph": "M", "pid": 1, "tid": row, "name": "thread_sort_index", "args": {"sort_index": row}})
+    for bar in model.bars.values():
+        if bar.start is None:
+            continue
+        end = bar.end if bar.end is not None else model.last_time
+        events.append({"ph": "X", "pid": 1, "tid": bar.worker, "name": bar.label or f"task #{bar.task}",
+                       "cat": bar.state, "ts": bar.start * us, "dur": max(end - bar.start, 0) * us,
+                       "args": {"task": bar.task, "state": bar.state, "code": bar.code, "error": bar.error,
+                                "bytes_in": bar.bytes_in, "bytes_out": bar.bytes_out}})
+    for index, arrow in enumerate(model.arrows, start=1):
+        common = {"pid": 1, "cat": "transfer", "name": f"{arrow.name} ({human_bytes(arrow.bytes)})"}
+        events.append({**common, "ph": "X", "tid": arrow.source, "ts": arrow.start * us,
+                       "dur": max(arrow.end - arrow.start, 0) * us, "args": {"bytes": arrow.bytes, "to": arrow.dest}})
+        events.append({**common, "ph": "s", "id": index, "tid": arrow.source, "ts": arrow.start * us})
+        events.append({**common, "ph": "f", "bp": "e", "id": index, "tid": arrow.dest, "ts": arrow.end * us})
+    events += _planned_tracks(model, us)
+    trace: dict[str, Any] = {"traceEvents": events, "displayTimeUnit": "ms"}
+    if model.dropped_bars or model.dropped_arrows or model.dropped_events:
+        trace["otherData"] = {"note": "only recent tasks and transfers were kept", "tasks": model.task_count,
+                              "bars_not_kept": model.dropped_bars, "arrows_not_kept": model.dropped_arrows,
+                              "events_not_kept": model.dropped_events}
+    return trace
+
+
+def _planned_tracks(model: TimelineModel, us: float) -> list[dict[str, Any]]:
+    """The plans of %%parallel runs (those in seconds), on a "worker N (plan)" track below
+    each worker's own, so Perfetto shows plan and run one above the other."""
+    events: list[dict[str, Any]] = []
+    named: set[int] = set()
+    for plan in model.plans:
+        if not plan.measured:
+            continue
+        for slot in plan.slots:
+            tid = PLAN_TRACK + slot["worker"]
+            if tid not in named:
+                named.add(tid)
+                events.append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_name",
+                               "args": {"name": f"{who(slot['worker'])} (plan)"}})
+                events.append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_sort_index",
+                               "args": {"sort_index": slot["worker"]}})
+            events.append({"ph": "X", "pid": 1, "tid": tid, "name": slot.get("code") or f"line {slot['line']}",
+                           "cat": "planned", "ts": (plan.at + slot["start"]) * us,
+                           "dur": max(slot["finish"] - slot["start"], 0) * us,
+                           "args": {"line": slot["line"], "cell": plan.cell, "setup": slot.get("setup", False)}})
+    return events
+
+
+def save(model: TimelineModel, path: str) -> str:
+    """Write ``.html`` (standalone drawing) or ``.json`` (Chrome/Perfetto trace); returns the kind."""
+    lower = path.lower()
+    if lower.endswith((".html", ".htm")):
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(html_page(model))
+        return "html"
+    if lower.endswith(".json"):
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(chrome_trace(model), fh)
+        return "json"
+    raise ValueError(f"cannot save a timeline as {path!r}: use a name ending in .html or .json")

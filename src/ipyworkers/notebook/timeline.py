@@ -13,7 +13,6 @@ shapes, so they stay right when old shapes go.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,8 @@ COLORS = {
     "failed": "#cf222e",
     "cancelled": "#8c959f",
 }
+PLANNED = "#24292f"
+"""Outline of the hollow bars that show a %%parallel run's plan."""
 ROW_HEIGHT = 30
 LABEL_WIDTH = 78
 AXIS_HEIGHT = 22
@@ -40,6 +41,10 @@ recent past (a tenth of that is the slack pruned at once, see ``TimelineModel``)
 MAX_KEPT_ARROWS = 5_000
 """Transfers kept: drawn, more than ``MAX_ARROWS`` are merged anyway, so a few thousand
 exact ones are enough to zoom into the recent past."""
+MAX_PLANS = 50
+PLAN_TRACK = 1000
+"""Chrome trace: the plan of worker N goes on track ``PLAN_TRACK + N``."""
+"""Plans of ``%%parallel`` runs kept (each with a slot per statement), the most recent."""
 
 
 @dataclass(slots=True)
@@ -66,6 +71,47 @@ class Arrow:
     start: float
     end: float
     count: int = 1
+
+
+@dataclass(slots=True)
+class PlanRun:
+    """The plan of one ``%%parallel`` run against what happened. ``slots`` are predicted
+    (line, worker, start, finish, setup, code), in seconds after ``at``, the submission."""
+
+    at: float
+    cell: int | None
+    auto: bool
+    tasks: list[int]
+    slots: list[dict]
+    makespan: float
+    serial: float
+    unit: str
+    ended: int = 0
+    end: float | None = None
+    busy: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.ended >= len(self.tasks)
+
+    @property
+    def measured(self) -> bool:
+        """Predicted in seconds (from earlier runs), not in units: drawable on the time axis."""
+        return self.unit == "s"
+
+    def actual(self, now: float) -> tuple[float, float]:
+        """(wall time from submission to the last task's end, or to ``now`` while it runs;
+        speed-up: task time over wall time)."""
+        end = self.end if self.done and self.end is not None else max(now, self.end or self.at)
+        wall = max(end - self.at, 1e-9)
+        return wall, self.busy / wall
+
+    def note_end(self, bar: Bar) -> None:
+        self.ended += 1
+        if bar.end is not None:
+            self.end = bar.end if self.end is None else max(self.end, bar.end)
+            if bar.start is not None:
+                self.busy += bar.end - bar.start
 
 
 @dataclass
@@ -106,6 +152,9 @@ class TimelineModel:
     _ran_first: float | None = None
     _ran_last: float | None = None
     _ended: list[int] = field(default_factory=list)
+    plans: list[PlanRun] = field(default_factory=list)
+    max_plans: int = MAX_PLANS
+    _plan_of: dict[int, PlanRun] = field(default_factory=dict)
 
     @classmethod
     def from_events(cls, events: Iterable[ev.Event], origin: float, **caps: int) -> TimelineModel:
@@ -174,8 +223,41 @@ class TimelineModel:
             self.running.discard(bar.task)
             self._busy_done[bar.worker] = self._busy_done.get(bar.worker, 0.0) + t - bar.start
             self._ran_last = t if self._ran_last is None else max(self._ran_last, t)
+        plan = self._plan_of.pop(bar.task, None)
+        if plan is not None:
+            plan.note_end(bar)
         if len(self._ended) > self.max_bars:
             self._prune_bars()
+
+    def _on_plan(self, event: ev.Event, t: float) -> None:
+        """A ``%%parallel`` run's plan; its tasks may have ended already (tiny ones)."""
+        data = event.data
+        plan = PlanRun(t, data.get("cell"), bool(data.get("auto")), list(data.get("tasks", [])),
+                       list(data.get("slots", [])), float(data.get("makespan", 0.0)), float(data.get("serial", 0.0)),
+                       data.get("unit", "s"))
+        for task in plan.tasks:
+            bar = self.bars.get(task)
+            if bar is not None and bar.end is not None:
+                plan.note_end(bar)
+            else:
+                self._plan_of[task] = plan
+        self.plans.append(plan)
+        if len(self.plans) > self.max_plans:
+            for gone in self.plans[:-self.max_plans]:
+                for task in gone.tasks:
+                    self._plan_of.pop(task, None)
+            del self.plans[:-self.max_plans]
+
+    def plan_summary(self, now: float | None = None) -> dict[str, Any] | None:
+        """The latest plan against its run: predicted and actual wall time and speed-up."""
+        if not self.plans:
+            return None
+        plan = self.plans[-1]
+        wall, speedup = plan.actual(self.last_time if now is None else now)
+        return {"cell": plan.cell, "auto": plan.auto, "unit": plan.unit, "done": plan.done,
+                "predicted": plan.makespan, "actual": wall,
+                "predicted_speedup": plan.serial / plan.makespan if plan.makespan > 0 else 1.0,
+                "actual_speedup": speedup}
 
     def _prune_bars(self) -> None:
         """Keep the ``max_bars - max_bars // 10`` most recently ended bars."""
@@ -244,6 +326,7 @@ class TimelineModel:
             "bytes": self.bytes_moved,
             "wall": wall,
             "speedup": sum(busy.values()) / wall,
+            "plan": self.plan_summary(now),
         }
 
 
@@ -257,6 +340,7 @@ _HANDLERS = {
     ev.TASK_FAILED: TimelineModel._on_ended,
     ev.TASK_CANCELLED: TimelineModel._on_ended,
     ev.TRANSFER: TimelineModel._on_transfer,
+    ev.PLAN: TimelineModel._on_plan,
 }
 
 
@@ -286,7 +370,22 @@ def summary_line(model: TimelineModel, now: float | None = None) -> str:
             f"wall {human_seconds(s['wall'])} · speed-up {s['speedup']:.2f}×")
     if model.dropped_bars or model.dropped_arrows or model.dropped_events:
         line += f" · drawing the latest {len(model.bars)} tasks"
-    return line
+    plan = plan_line(model, now)
+    return line + " · " + plan if plan else line
+
+
+def plan_line(model: TimelineModel, now: float | None = None) -> str:
+    """The latest %%parallel run, predicted against actual: wall time and speed-up."""
+    s = model.plan_summary(now)
+    if s is None:
+        return ""
+    cell = f"cell [{s['cell']}]" if s["cell"] is not None else "last %%parallel run"
+    actual = human_seconds(s["actual"]) if s["done"] else f"{human_seconds(s['actual'])} so far"
+    if s["unit"] != "s":
+        return (f"plan of {cell}: {s['predicted']:.2f} units (nothing measured yet: equal weights), "
+                f"actual {actual}, speed-up {s['actual_speedup']:.2f}×")
+    return (f"plan vs actual, {cell}: {human_seconds(s['predicted'])} vs {actual}, "
+            f"speed-up {s['predicted_speedup']:.2f}× vs {s['actual_speedup']:.2f}×")
 
 
 def render_text(model: TimelineModel, now: float | None = None, width: int = 60) -> str:
@@ -314,8 +413,10 @@ def render_text(model: TimelineModel, now: float | None = None, width: int = 60)
 
 
 def extent(model: TimelineModel, now: float) -> tuple[float, float]:
+    """What a drawing shows by default: all that is kept, and the latest plan to its end."""
     t0 = model.first_time if model.first_time is not None else 0.0
-    return t0, max(now, t0 + 1e-3)
+    planned = [p.at + p.makespan for p in model.plans[-1:] if p.measured]
+    return t0, max(now, t0 + 1e-3, *planned)
 
 
 
@@ -324,57 +425,9 @@ def who(holder: int) -> str:
 
 
 
-# -- exports ----------------------------------------------------------------------------------------
-
-
-def chrome_trace(model: TimelineModel) -> dict[str, Any]:
-    """Chrome trace event format: a track per worker, tasks as slices, transfers as flows."""
-    us = 1e6
-    events: list[dict[str, Any]] = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "ipyworkers"}}]
-    for row in model.rows():
-        events.append({"ph": "M", "pid": 1, "tid": row, "name": "thread_name", "args": {"name": who(row)}})
-        events.append({"ph": "M", "pid": 1, "tid": row, "name": "thread_sort_index", "args": {"sort_index": row}})
-    for bar in model.bars.values():
-        if bar.start is None:
-            continue
-        end = bar.end if bar.end is not None else model.last_time
-        events.append({"ph": "X", "pid": 1, "tid": bar.worker, "name": bar.label or f"task #{bar.task}",
-                       "cat": bar.state, "ts": bar.start * us, "dur": max(end - bar.start, 0) * us,
-                       "args": {"task": bar.task, "state": bar.state, "code": bar.code, "error": bar.error,
-                                "bytes_in": bar.bytes_in, "bytes_out": bar.bytes_out}})
-    for index, arrow in enumerate(model.arrows, start=1):
-        common = {"pid": 1, "cat": "transfer", "name": f"{arrow.name} ({human_bytes(arrow.bytes)})"}
-        events.append({**common, "ph": "X", "tid": arrow.source, "ts": arrow.start * us,
-                       "dur": max(arrow.end - arrow.start, 0) * us, "args": {"bytes": arrow.bytes, "to": arrow.dest}})
-        events.append({**common, "ph": "s", "id": index, "tid": arrow.source, "ts": arrow.start * us})
-        events.append({**common, "ph": "f", "bp": "e", "id": index, "tid": arrow.dest, "ts": arrow.end * us})
-    trace: dict[str, Any] = {"traceEvents": events, "displayTimeUnit": "ms"}
-    if model.dropped_bars or model.dropped_arrows or model.dropped_events:
-        trace["otherData"] = {"note": "only recent tasks and transfers were kept", "tasks": model.task_count,
-                              "bars_not_kept": model.dropped_bars, "arrows_not_kept": model.dropped_arrows,
-                              "events_not_kept": model.dropped_events}
-    return trace
-
-
-def save(model: TimelineModel, path: str) -> str:
-    """Write ``.html`` (standalone drawing) or ``.json`` (Chrome/Perfetto trace); returns the kind."""
-    lower = path.lower()
-    if lower.endswith((".html", ".htm")):
-        from .svg import html_page
-
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(html_page(model))
-        return "html"
-    if lower.endswith(".json"):
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(chrome_trace(model), fh)
-        return "json"
-    raise ValueError(f"cannot save a timeline as {path!r}: use a name ending in .html or .json")
-
-
 def __getattr__(name: str) -> Any:
-    """``render_svg`` and ``html_page`` live in ``svg`` now; old imports keep working."""
-    if name in ("render_svg", "html_page"):
+    """The drawing and the exports live in ``svg`` now; old imports keep working."""
+    if name in ("render_svg", "html_page", "chrome_trace", "save"):
         from . import svg
 
         return getattr(svg, name)
