@@ -144,6 +144,62 @@ def test_chrome_trace_of_an_empty_run_is_valid():
     assert trace["traceEvents"][0]["ph"] == "M"
 
 
+# -- a %%parallel run's plan against what happened ---------------------------------------------
+
+
+def planned_run(unit: str = "s", plan_first: bool = False) -> TimelineModel:
+    """Two statements planned at 0-1 s on worker 1 and 0-1.2 s on worker 2 (submitted at
+    100.0); they ran 100.1-101.1 and 100.1-101.5."""
+    plan = ev.Event(ev.PLAN, 100.0, data={
+        "cell": 4, "auto": True, "workers": [1, 2], "tasks": [1, 2], "makespan": 1.2, "serial": 2.2, "unit": unit,
+        "statements": {1: ["a = f()"], 2: ["b = g()"]},
+        "slots": [{"line": 1, "worker": 1, "start": 0.0, "finish": 1.0, "setup": False, "code": "a = f()"},
+                  {"line": 2, "worker": 2, "start": 0.0, "finish": 1.2, "setup": False, "code": "b = g()"}]})
+    ran = [
+        ev.Event(ev.WORKER_STARTED, 100.0, worker=1), ev.Event(ev.WORKER_STARTED, 100.0, worker=2),
+        ev.Event(ev.TASK_QUEUED, 100.0, worker=1, task=1, data={"label": "a = f()"}),
+        ev.Event(ev.TASK_QUEUED, 100.0, worker=2, task=2, data={"label": "b = g()"}),
+        ev.Event(ev.TASK_STARTED, 100.1, worker=1, task=1), ev.Event(ev.TASK_STARTED, 100.1, worker=2, task=2),
+        ev.Event(ev.TASK_FINISHED, 101.1, worker=1, task=1),
+    ]
+    last = ev.Event(ev.TASK_FINISHED, 101.5, worker=2, task=2)
+    return run_of(*([plan, *ran, last] if plan_first else [*ran, plan, last]))
+
+
+def test_the_plan_is_drawn_as_hollow_bars_over_what_ran():
+    svg = render_svg(planned_run())
+    planned = re.findall(r'<rect class="planned"[^>]*>', svg)
+    assert len(planned) == 2 and all('fill="none"' in r and "stroke-dasharray" in r for r in planned)
+    assert "planned: line 2 on worker 2" in svg and "b = g()" in svg
+    ET.fromstring(svg)
+
+
+def test_the_summary_compares_predicted_and_actual_wall_time_and_speed_up():
+    for plan_first in (False, True):  # the plan event may come after some of its tasks ended
+        model = planned_run(plan_first=plan_first)
+        plan = model.plan_summary()
+        assert plan["done"] and plan["predicted"] == 1.2 and abs(plan["actual"] - 1.5) < 1e-9
+        assert abs(plan["predicted_speedup"] - 2.2 / 1.2) < 1e-9 and abs(plan["actual_speedup"] - 2.4 / 1.5) < 1e-9
+        assert "plan vs actual, cell [4]: 1.20 s vs 1.50 s, speed-up 1.83× vs 1.60×" in summary_line(model)
+
+
+def test_a_plan_made_before_anything_was_measured_is_not_drawn_but_summarised():
+    model = planned_run(unit="units")
+    assert 'class="planned"' not in render_svg(model)
+    assert "plan of cell [4]: 1.20 units (nothing measured yet: equal weights), actual 1.50 s" in summary_line(model)
+
+
+def test_the_html_page_and_the_trace_carry_the_plan(tmp_path):
+    page = html_page(planned_run())
+    assert "plan vs actual, cell [4]" in page and 'class="planned"' in page and "planned (%%parallel)" in page
+    trace = chrome_trace(planned_run())
+    names = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "thread_name"}
+    assert names[1001] == "worker 1 (plan)" and names[1002] == "worker 2 (plan)"
+    planned = [e for e in trace["traceEvents"] if e.get("cat") == "planned"]
+    assert sorted((e["tid"], e["name"], round(e["dur"])) for e in planned) == [
+        (1001, "a = f()", 1_000_000), (1002, "b = g()", 1_200_000)]
+
+
 # -- a long session: bounded memory, recent work still right ------------------------------------
 
 

@@ -4,7 +4,8 @@
 The house, by the process that runs each part:
 
 * ``plan/``: pure (no processes, no I/O): which names code reads and writes, the task
-  graph and variable directory, tagged cells.
+  graph and variable directory, tagged cells, their automatic placement (``--auto``)
+  and their export as per-worker scripts.
 * ``kernel/``: the coordinator in the kernel: ``Cluster`` (the API) over ``Scheduler``
   (dataflow state, sole owner of its lock, no I/O under it) and ``Supervisor``
   (processes, links, deaths).

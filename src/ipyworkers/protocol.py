@@ -53,7 +53,9 @@ class Peers(NamedTuple):
 @message
 class Run(NamedTuple):
     """A task. ``deps``: (name, version, source) per input; ``kernel_values`` and ``payload``
-    index the frame's parts as (name, count) pairs; ``call`` is set for a function call."""
+    index the frame's parts as (name, count) pairs; ``call`` is set for a function call.
+    ``version``: the version the task's writes produce, when not ``task`` (a copy of a
+    replicated task: the first copy's id)."""
     task: int
     code: str | None
     cell: int | None
@@ -64,6 +66,7 @@ class Run(NamedTuple):
     kernel_values: list[tuple[str, int]]
     payload: list[tuple[str, int]]
     call: dict | None
+    version: int | None = None
 
 
 @message

@@ -17,14 +17,13 @@ from typing import Any
 
 from .. import protocol as p
 from ..errors import ClusterError, RemoteError, SerializationError
-from ..plan import parallel
-from ..plan.analysis import CodeNames, analyze
+from ..plan.analysis import CodeNames
 from ..plan.dataflow import KERNEL
 from ..serialize import dumps_value, loads_value
 from . import events as ev
-from . import moves
+from . import moves, parallel_cells
 from .callbacks import CallbackThread
-from .code import WORKER_NAMES, names_of, transform
+from .code import WORKER_NAMES, names_of
 from .code import label as label_of
 from .launchers import LocalLauncher
 from .mapreduce import NO_INITIAL, map_items, map_reduce
@@ -236,28 +235,31 @@ class Cluster:
         handle: Task | TaskGroup = tasks[0] if isinstance(on, int) else TaskGroup(tasks)
         return self._finish(handle, block)
 
-    def run_parallel(self, cell: str, *, default: int | None = None, block: bool = False,
-                     sink: Sink | None = None, cell_number: int | None = None) -> TaskGroup:
+    def run_parallel(self, cell: str, *, default: int | None = None, auto: bool = False,
+                     workers: Sequence[int] | None = None, block: bool = False, sink: Sink | None = None,
+                     cell_number: int | None = None) -> TaskGroup:
         """Run a cell whose statements carry ``# @ID`` tags, each on its worker; the
-        variables they share move between workers by themselves."""
-        self._require_running()
-        groups = parallel.split(transform(cell), self.check_ids(None), default)
-        subs = []
-        for group in groups:
-            reads, writes = self._names(analyze(group.source))
-            subs.append(Submission(group.worker, group.code, reads, writes, label_of(group.source),
-                                   sink or self._default_sink(), cell_number, False,
-                                   kernel_values=self._kernel_values(reads)))
-        return self._finish(TaskGroup(self._submit(subs)), block)
+        variables they share move between workers by themselves. Untagged statements
+        before the first tag are setup: each worker that reads what they bind runs them.
 
-    def plan_parallel(self, cell: str, *, default: int | None = None) -> str:
-        """The per-worker programs of a tagged cell, with their sends and receives; runs nothing."""
-        workers = self.check_ids(None) if self._running else list(range(1, self.n_workers + 1))
-        groups = parallel.split(transform(cell), workers, default)
-        kernel_names = {n for n in list(self.namespace) if self._kernel_has(n)}
-        with self._scheduler.lock:
-            steps = parallel.plan(groups, self._scheduler.flow, kernel_names)
-        return parallel.render(steps, workers)
+        ``auto=True``: place the statements on ``workers`` (default: all) by their
+        dependencies and the times earlier runs measured; tags pin their statements."""
+        self._require_running()
+        group = parallel_cells.run(self, cell, default=default, auto=auto, workers=workers,
+                                   sink=sink or self._default_sink(), cell_number=cell_number)
+        return self._finish(group, block)
+
+    def plan_parallel(self, cell: str, *, default: int | None = None, auto: bool = False,
+                      workers: Sequence[int] | None = None) -> str:
+        """The per-worker programs of a ``%%parallel`` cell, with their sends and receives
+        (and, with ``auto``, the predicted makespan); runs nothing."""
+        return parallel_cells.show(self, cell, default=default, auto=auto, workers=workers)
+
+    def export_parallel(self, cell: str, directory: str, *, default: int | None = None, auto: bool = False,
+                        workers: Sequence[int] | None = None) -> list:
+        """Write the cell's program as ``worker_<k>.py`` per worker plus ``run.py``, which
+        runs it on a new cluster outside Jupyter (``python DIR/run.py``); returns the paths."""
+        return parallel_cells.export_cell(self, cell, directory, default=default, auto=auto, workers=workers)
 
     def apply(self, worker: int, call: dict, payload: dict[str, list], label: str,
               sink: Sink | None = None) -> Task:

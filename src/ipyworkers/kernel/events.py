@@ -21,6 +21,9 @@ TRANSFER = "transfer"
 WORKER_STARTED = "worker-started"
 WORKER_DIED = "worker-died"
 WORKER_STOPPED = "worker-stopped"
+PLAN = "parallel-plan"
+"""A %%parallel run was submitted: its tasks, the statements each runs, and the predicted
+slots (seconds after the event), so the timeline can draw the plan against the run."""
 
 TASK_ENDED = frozenset({TASK_FINISHED, TASK_FAILED, TASK_CANCELLED})
 WORKER_LIFECYCLE = frozenset({WORKER_STARTED, WORKER_DIED, WORKER_STOPPED})

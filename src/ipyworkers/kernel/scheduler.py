@@ -102,6 +102,9 @@ class Submission:
     kernel_values: dict[str, list] = field(default_factory=dict)
     call: dict | None = None
     payload: dict[str, list] = field(default_factory=dict)
+    replicas: tuple[int, ...] = ()
+    """Other workers that run the same code as one replicated task (setup lines): one
+    task per worker, one version of the writes (``Dataflow.submit_replicated``)."""
 
 
 class Scheduler:
@@ -168,31 +171,47 @@ class Scheduler:
     def submit(self, subs: list[Submission]) -> tuple[list[Task], Effects]:
         effects = Effects()
         with self.lock:
-            tasks = [self._submit_one(sub, effects) for sub in subs]
+            tasks = []
+            for sub in subs:
+                if sub.replicas:
+                    tasks += self._submit_replicated(sub, effects)
+                else:
+                    tasks.append(self._submit_one(sub, effects))
             self._dispatch_ready(effects)
         return tasks, effects
 
     def _submit_one(self, sub: Submission, effects: Effects) -> Task:
         record = self.flow.submit(sub.worker, sub.reads, sub.writes, label=sub.label,
                                   kernel_has=self._kernel_has, sources=sub.sources)
-        task = Task(record.id, sub.worker, sub.label, sub.sink, code=sub.code, cell=sub.cell,
+        return self._track(record, sub, effects)
+
+    def _submit_replicated(self, sub: Submission, effects: Effects) -> list[Task]:
+        """One task per worker of a replicated submission, the first copy's first."""
+        records = self.flow.submit_replicated((sub.worker, *sub.replicas), sub.reads, sub.writes, label=sub.label,
+                                              kernel_has=self._kernel_has)
+        return [self._track(record, sub, effects) for record in records]
+
+    def _track(self, record: TaskRecord, sub: Submission, effects: Effects) -> Task:
+        """The handle of a task the dataflow just took (lock held)."""
+        worker = record.worker
+        task = Task(record.id, worker, sub.label, sub.sink, code=sub.code, cell=sub.cell,
                     want_result=sub.want_result, callbacks=self._callbacks)
         task.call, task.payload = sub.call, sub.payload
         self.tasks[record.id] = task
-        prog = self.progress[sub.worker]
+        prog = self.progress[worker]
         prog.open += 1
         if prog.open == 1:
-            self._tell_others(sub.worker, p.PeerBusy(sub.worker))
+            self._tell_others(worker, p.PeerBusy(worker))
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
-        effects.event(ev.TASK_QUEUED, worker=sub.worker, task=record.id, label=sub.label,
+        effects.event(ev.TASK_QUEUED, worker=worker, task=record.id, label=sub.label,
                       code="\n".join((sub.code or "").strip("\n").splitlines()[:4]),
                       reads=sorted(sub.reads), writes=sorted(record.writes), at=task.submitted_at)
         problem = self._kernel_problem(record, sub.kernel_values)
         if problem is not None:
             self.flow.finished(record.id, False, f"task #{record.id} could not start ({problem})")
-            self._end(effects, record.id, FAILED, error=TaskFailed(sub.worker, record.id, problem))
+            self._end(effects, record.id, FAILED, error=TaskFailed(worker, record.id, problem))
         else:
             task.kernel_parts = {d.name: sub.kernel_values[d.name] for d in record.kernel_deps()}
         return task
@@ -222,8 +241,8 @@ class Scheduler:
         for record in cancelled:
             message = f"input {record.missing_input!r} is unavailable because {record.reason}"
             self._end(effects, record.id, CANCELLED, error=TaskCancelled(record.worker, record.id, message))
-            if record.worker in self.progress:
-                self._post(record.worker, p.Forget(record.id, record.reason), ())
+            if record.worker in self.progress:  # readers there wait for the version it would have made
+                self._post(record.worker, p.Forget(record.version, record.reason), ())
         for record in dispatch:
             task = self.tasks[record.id]
             msg, parts = self._run_message(record, task)
@@ -236,7 +255,8 @@ class Scheduler:
         peers = {d.source: self.progress[d.source].peer_address for d in record.remote_deps()
                  if d.source in self.progress}
         msg = p.Run(record.id, task.code, task.cell, [(d.name, d.version, d.source) for d in record.deps],
-                    peers, sorted(record.writes), task.want_result, kernel_index, payload_index, task.call)
+                    peers, sorted(record.writes), task.want_result, kernel_index, payload_index, task.call,
+                    None if record.replica_of is None else record.version)
         task.kernel_parts, task.payload = {}, {}
         return msg, parts + payload_parts
 

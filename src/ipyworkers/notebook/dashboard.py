@@ -16,7 +16,8 @@ from typing import Any
 
 from ..kernel import events as ev
 from ..kernel.cluster import Cluster
-from .timeline import TimelineModel, render_svg, summary_line
+from .svg import render_svg
+from .timeline import TimelineModel, summary_line
 
 REFRESH_SECONDS = 0.08
 TICK_SECONDS = 0.25

@@ -24,6 +24,7 @@ from ..errors import ClusterError, TagError, TaskCancelled
 from ..kernel.cluster import Cluster, max_workers
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
+from ..plan.export import ExportError
 from .outputs import QueueSink, WidgetSink
 
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")
@@ -320,28 +321,42 @@ class WorkerMagics(Magics):
         self._finish_cell(handle, sink, args.block, prefix_lines=len(ids) > 1)
 
     @magic_arguments("%parallel")
-    @argument("--show", action="store_true", help="show each worker's program, with its sends and receives; "
-                                                  "run nothing")
+    @argument("--show", action="store_true", help="show each worker's program, with its sends and receives "
+                                                  "(and, with --auto, the predicted makespan); run nothing")
     @_block
-    @argument("--default", type=_worker_id, metavar="ID", help="the worker of the statements before the first tag")
+    @argument("--default", type=_worker_id, metavar="ID", help="the worker of untagged statements before the "
+                                                               "first tag (otherwise they are setup lines)")
+    @argument("--auto", action="store_true", help="place the statements with a list scheduler (tags pin theirs), "
+                                                  "costed by earlier runs of the same statements")
+    @argument("--workers", nargs="+", type=_worker_id, metavar="ID", help="with --auto: the workers to place on")
+    @argument("--export", metavar="DIR", help="write one script per worker and a run.py that runs them "
+                                              "outside Jupyter; run nothing")
     @cell_magic
     def parallel(self, line: str, cell: str) -> None:
         """Run each statement of the cell on the worker its '# @ID' tag names.
 
-        A statement without a tag runs where the one before it ran. The variables the
-        statements share move between the workers by themselves.
+        A statement without a tag runs where the one before it ran; untagged statements
+        before the first tag (imports, constants, defs) are setup, run on each worker that
+        uses them. With --auto, no tags are needed. The variables the statements share
+        move between the workers by themselves.
         """
         args = _parse(self.parallel, line)
         cluster = self._cluster()
+        how = {"default": args.default, "auto": args.auto, "workers": args.workers}
         try:
             if args.default is not None:
                 cluster.check_ids(args.default, allow_all=args.show)
+            if args.export:
+                written = cluster.export_parallel(cell, args.export, **how)
+                print(f"wrote {', '.join(path.name for path in written)} to {written[-1].parent}\n"
+                      f"run it outside Jupyter: python {written[-1]}")
+                return
             if args.show:
-                print(cluster.plan_parallel(cell, default=args.default))
+                print(cluster.plan_parallel(cell, **how))
                 return
             sink = self._sink(args.block, prefix_lines=True)
-            handle = cluster.run_parallel(cell, default=args.default, sink=sink, cell_number=self._cell_number())
-        except (ClusterError, TagError) as exc:
+            handle = cluster.run_parallel(cell, **how, sink=sink, cell_number=self._cell_number())
+        except (ClusterError, TagError, ExportError, SyntaxError, OSError) as exc:
             raise UsageError(f"%%parallel: {exc}") from None
         self._finish_cell(handle, sink, args.block, prefix_lines=True)
 

@@ -101,20 +101,20 @@ class TaskRunner:
                 self.current, self.interruptible = run.task, True
         if skip:
             root = f"task #{run.task} on worker {self.worker.id} was cancelled"
-            self._unrun(run.task, "it was cancelled before it started", root)
+            self._unrun(run, "it was cancelled before it started", root)
             return
         try:
             try:
                 values, undefined = self._gather(run, parts)
             except InputUnavailable as exc:
-                self._unrun(run.task, str(exc), exc.root)
+                self._unrun(run, str(exc), exc.root)
                 return
             except SerializationError as exc:
-                self._unrun(run.task, str(exc), None)
+                self._unrun(run, str(exc), None)
                 return
             except KeyboardInterrupt:
                 root = f"task #{run.task} on worker {self.worker.id} was interrupted while waiting for its inputs"
-                self._unrun(run.task, "interrupted while waiting for its inputs", root)
+                self._unrun(run, "interrupted while waiting for its inputs", root)
                 return
             self.worker.namespace.install(values, undefined, run.deps)
             payload = unpack_values(run.payload, parts[len(parts) - sum(c for _, c in run.payload):])
@@ -162,10 +162,11 @@ class TaskRunner:
         self.worker.emit(p.Fetched(task, name, version, source, size, max(info, future.started), time.monotonic()))
         return value
 
-    def _unrun(self, task: int, message: str, root: str | None) -> None:
+    def _unrun(self, run: p.Run, message: str, root: str | None) -> None:
         """The task did not run: cancelled (``root`` given) or failed getting its inputs."""
+        task = run.task
         reason = root if root is not None else f"task #{task} on worker {self.worker.id} failed ({message})"
-        self.worker.namespace.record_outcome(task, reason)
+        self.worker.namespace.record_outcome(_version(run), reason)
         self.worker.emit(p.Unrun(task, message, root, time.monotonic()))
 
     def _run(self, run: p.Run, payload: dict[str, list]) -> None:
@@ -186,7 +187,7 @@ class TaskRunner:
         self.current_output_task = None
         error = self._error if result is not None and not result.success else None
         written = run.writes if error is None else namespace.rebound(before)
-        sizes, missing = namespace.note_writes(run.task, written)
+        sizes, missing = namespace.note_writes(_version(run), written)
         outcome = None
         if error is not None:
             outcome = f"task #{run.task} on worker {self.worker.id} failed ({error[0]}: {error[1]})"
@@ -194,7 +195,7 @@ class TaskRunner:
         value_parts: list = []
         if error is None and run.want_result and result is not None and result.result is not None:
             value_parts = self._result_parts(result.result)
-        namespace.record_outcome(run.task, outcome)
+        namespace.record_outcome(_version(run), outcome)
         self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, sizes, missing, written,
                                     channels.epochs_sent()), value_parts)
 
@@ -252,6 +253,12 @@ class TaskRunner:
 
     def clear_output(self, wait: bool) -> None:
         self.worker.emit(p.Clear(self.current_output_task, wait))
+
+
+def _version(run: p.Run) -> int:
+    """The version the task's writes produce here: for a copy of a replicated task (setup
+    lines), the first copy's id, which readers everywhere ask for; else the task's own."""
+    return run.task if run.version is None else run.version
 
 
 def configure_main_thread(runner: TaskRunner) -> None:
