@@ -267,3 +267,30 @@ def test_prune_keeps_a_replicated_version_and_drops_ended_copies():
     assert flow.prune() == [second.id]
     assert flow.where("os") == (first.id, {1, 2})
     assert flow.submit(2, ["os"], []).remote_deps() == []
+
+
+def test_a_value_lost_with_its_worker_stays_lost_when_a_worker_with_that_id_is_back():
+    flow = flow_with(1, 2)
+    producer = flow.submit(1, (), ("x",))
+    flow.ready()
+    flow.finished(producer.id, True)
+    flow.remove_worker(1, "worker 1 was restarted")
+    flow.add_worker(1)
+    reader = flow.submit(2, ("x",), ())
+    dispatch, cancelled = flow.ready()
+    assert reader not in dispatch and cancelled == [reader]
+    assert reader.reason == "worker 1 was restarted"
+
+
+def test_after_a_restart_a_copy_elsewhere_serves_the_value():
+    flow = flow_with(1, 2)
+    producer = flow.submit(1, (), ("x",))
+    flow.ready()
+    flow.finished(producer.id, True)
+    first = flow.submit(2, ("x",), ())
+    flow.ready()
+    flow.fetched(first.id, "x")
+    flow.remove_worker(1, "worker 1 was restarted")
+    flow.add_worker(1)
+    reader = flow.submit(1, ("x",), ())
+    assert [(d.name, d.source) for d in reader.deps] == [("x", 2)]

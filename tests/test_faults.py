@@ -109,6 +109,17 @@ def test_a_worker_that_closes_its_own_sockets_just_dies_and_restart_works(cluste
     assert cluster.run("worker_id", on=2, block=True).result == 2
 
 
+def test_after_a_restart_values_come_from_who_still_holds_them_or_are_reported_lost(cluster):
+    cluster.run("x = 41", on=1, block=True)
+    cluster.run("y = x", on=2, block=True)
+    cluster.run("only_on_one = 1", on=1, block=True)
+    cluster.restart(1)
+    assert cluster.run("x + 1", on=1).wait(30).result == 42
+    lost = cluster.run("only_on_one", on=2)
+    lost.wait(30)
+    assert isinstance(lost.error, TaskCancelled) and "worker 1 was restarted" in str(lost.error)
+
+
 # -- 7: names a worker provides never leak ---------------------------------------------------------
 
 

@@ -93,6 +93,9 @@ class Dataflow:
         self._fetchers: dict[str, set[int]] = {}
         self.copies: dict[int, dict[int, int]] = {}
         """For a replicated version: worker -> id of the copy that produces it there."""
+        self.lost: dict[tuple[str, int], str] = {}
+        """Values whose every holder is gone, with why: readers are cancelled, naming it, even
+        once a worker with the same id is back (a restarted worker holds nothing)."""
         self._next_id = 1
 
     # -- workers ---------------------------------------------------------------------
@@ -108,8 +111,11 @@ class Dataflow:
         for task in failed:
             self._finish(task, FAILED, f"{reason}, so task #{task.id} did not finish")
         self._queues.pop(worker, None)
-        for holders in self.holders.values():
-            holders.discard(worker)
+        for key, holders in self.holders.items():
+            if worker in holders:
+                holders.discard(worker)
+                if not holders:
+                    self.lost[key] = reason
         return failed
 
     # -- submission ------------------------------------------------------------------
@@ -199,7 +205,8 @@ class Dataflow:
         source = forced_source if forced_source is not None else producer.worker
         if forced_source is None and (task.worker in holders or self._copy_will_hold(version, task.worker)):
             source = task.worker
-        elif source != KERNEL and source not in self.workers and (producer.final or copies):
+        elif source != KERNEL and (producer.final or copies) and (
+                source not in self.workers or (producer.final and source not in holders)):
             alive = sorted(h for h in holders if h in self.workers or h == KERNEL)
             alive += sorted(w for w in copies if w in self.workers and self._copy_will_hold(version, w))
             source = alive[0] if alive else source
@@ -256,6 +263,9 @@ class Dataflow:
         """(name, root cause) of an input that will never come, if any."""
         for dep in task.deps:
             producer = self._producer_on(dep.version, dep.source)
+            lost = self.lost.get((dep.name, dep.version))
+            if lost is not None and not self._held(dep):
+                return dep.name, lost
             if producer.state in (FAILED, CANCELLED) and not self._held(dep):
                 return dep.name, producer.reason or f"task #{producer.id} {producer.state}"
             if dep.source not in (KERNEL, task.worker) and dep.source not in self.workers:
@@ -267,7 +277,7 @@ class Dataflow:
         holders = self.holders.get((dep.name, dep.version))
         if dep.version in self.copies:
             return dep.source in (holders or ())
-        return holders is not None
+        return bool(holders)
 
     def _held_for_readers(self, task: TaskRecord) -> bool:
         """Would ``task`` replace a value on its worker that an earlier task still has to fetch from there?"""
@@ -371,6 +381,8 @@ class Dataflow:
         for key in stale:
             self.holders.pop(key, None)
             self.sizes.pop(key, None)
+        for key in [key for key in self.lost if key[1] not in self.tasks]:
+            del self.lost[key]
         return gone
 
     # -- the directory -------------------------------------------------------------------
