@@ -66,6 +66,8 @@ def test_remote_error_becomes_the_cell_error_with_the_cell_lines(nb):
     text = result.error_text
     assert "ZeroDivisionError" in text and "line 3" in text and "a / b" in text
     assert "[worker 2]" in text
+    number = result.reply["content"]["execution_count"]
+    assert f"Cell In[{number}], line 3" in text, "the traceback names this cell, not the next"
 
 
 def test_error_of_a_non_blocking_cell_shows_in_that_cell_and_wait_raises_it(nb):

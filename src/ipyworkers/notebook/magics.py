@@ -361,7 +361,12 @@ class WorkerMagics(Magics):
         self._finish_cell(handle, sink, args.block, prefix_lines=True)
 
     def _cell_number(self) -> int:
-        return self.shell.execution_count
+        """The number of the cell running now. IPython 9 counts the next cell before it runs
+        this one, so ``shell.execution_count`` is one ahead; the running cell's own result
+        carries its number."""
+        result = getattr(self.shell.displayhook, "exec_result", None)
+        count = getattr(result, "execution_count", None)
+        return count if isinstance(count, int) else self.shell.execution_count
 
     def _sink(self, block: bool, prefix_lines: bool) -> Sink:
         if block:
