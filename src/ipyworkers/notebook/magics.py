@@ -16,7 +16,7 @@ from ..errors import ClusterError, TagError
 from ..kernel.cluster import Cluster
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
-from .outputs import QueueSink, WidgetSink
+from .outputs import CellOutput, QueueSink, running_cell_number
 
 INTERRUPT_GRACE = 5.0
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")
@@ -240,13 +240,8 @@ class WorkerMagics(Magics):
     def _sink(self, block: bool, prefix_lines: bool) -> Sink:
         if block:
             return QueueSink()
-        if _has_widget_frontend(self.shell):
-            from IPython.display import display
-            from ipywidgets import Output
-
-            output = Output()
-            display(output)
-            return WidgetSink(output, prefix_lines=prefix_lines)
+        if getattr(self.shell, "kernel", None) is not None:
+            return CellOutput(prefix_lines, cell=running_cell_number(self.shell), spill_dir=self.cluster.runtime_dir)
         return PrintSink()
 
     def _finish_cell(self, handle: Task | TaskGroup, sink: Sink, block: bool, prefix_lines: bool) -> None:
@@ -260,7 +255,10 @@ class WorkerMagics(Magics):
     def _wait_showing(self, handle: Task | TaskGroup, sink: QueueSink | None = None,
                       prefix_lines: bool = False) -> None:
         """Wait in the kernel's main thread, showing output as it comes; the stop button
-        interrupts the code on the workers, which keep their variables."""
+        interrupts the code on the workers, which keep their variables. A ``--block`` cell's
+        output is written as it comes (batched); the cells of the waited tasks that show
+        their output as display outputs get their final state published from here, so it
+        is part of this cell's execution for a headless runner."""
         interrupted_at = None
         while True:
             try:
@@ -275,7 +273,9 @@ class WorkerMagics(Magics):
                 interrupted_at = time.monotonic()
                 self.cluster.interrupt(sorted({t.worker for t in _tasks(handle) if not t.done()}))
         if sink is not None:
-            sink.drain(prefix_lines)
+            sink.drain(prefix_lines, final=True)
+        for shown in {id(t.sink): t.sink for t in _tasks(handle) if isinstance(t.sink, CellOutput)}.values():
+            shown.sync()
 
     @line_magic
     def wait(self, line: str) -> None:
