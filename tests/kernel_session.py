@@ -1,7 +1,11 @@
 """A real ipykernel driven through jupyter_client, as a notebook frontend drives it.
 
-Keeps every iopub message, and follows ``ipywidgets.Output`` widgets through their
-comm messages, so a test can read what a non-blocking cell's output area shows.
+Keeps every iopub message. Follows display outputs by display id as JupyterLab does:
+a ``display_data`` with a display id belongs to the cell whose request it answers (its
+parent header), even when it comes after that cell finished, and an
+``update_display_data`` replaces that output wherever it is. So a test reads what a
+non-blocking cell shows (``cell_outputs``, ``cell_text``, ``wait_for_cell``). Widgets
+(the dashboard) are followed through their comm messages.
 """
 
 from __future__ import annotations
@@ -49,15 +53,6 @@ class CellResult:
         error = self.error
         return plain("\n".join(error["traceback"]) + f"\n{error['ename']}: {error['evalue']}") if error else ""
 
-    def widget_ids(self) -> list[str]:
-        ids = []
-        for o in self.outputs:
-            data = o.get("data", {})
-            view = data.get("application/vnd.jupyter.widget-view+json")
-            if view:
-                ids.append(view["model_id"])
-        return ids
-
 
 class KernelSession:
     def __init__(self, kernel_name: str = "python3", extra_env: dict | None = None):
@@ -68,8 +63,10 @@ class KernelSession:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.messages: list[dict] = []
-        self.widget_outputs: dict[str, tuple] = {}
         self.widget_state: dict[str, dict] = {}
+        self.displays: dict[str, dict] = {}
+        """The latest {"data", "metadata"} of each display id."""
+        self._cell_displays: dict[str, list[str]] = {}
         self._by_parent: dict[str, list[dict]] = {}
 
     @property
@@ -85,11 +82,16 @@ class KernelSession:
         parent = msg.get("parent_header", {}).get("msg_id")
         self._by_parent.setdefault(parent, []).append(msg)
         content = msg["content"]
+        display_id = (content.get("transient") or {}).get("display_id")
+        if display_id and msg["msg_type"] == "display_data":
+            if display_id not in self.displays:
+                self._cell_displays.setdefault(parent, []).append(display_id)
+            self.displays[display_id] = {"data": content["data"], "metadata": content["metadata"]}
+        elif display_id and msg["msg_type"] == "update_display_data" and display_id in self.displays:
+            self.displays[display_id] = {"data": content["data"], "metadata": content["metadata"]}
         if msg["msg_type"] in ("comm_open", "comm_msg"):
             state = content.get("data", {}).get("state", {})
             self.widget_state.setdefault(content["comm_id"], {}).update(state)
-            if "outputs" in state:
-                self.widget_outputs[content["comm_id"]] = tuple(state["outputs"])
         return True
 
     def pump_for(self, seconds: float) -> None:
@@ -128,17 +130,30 @@ class KernelSession:
                 return
             self._pump(0.05)
 
-    def widget_text(self, model_id: str) -> str:
-        outputs = self.widget_outputs.get(model_id, ())
+    def cell_display_ids(self, cell: CellResult) -> list[str]:
+        """The display ids of the outputs the cell has, in the order they appeared."""
+        return list(self._cell_displays.get(cell.msg_id, []))
+
+    def cell_outputs(self, cell: CellResult) -> list[dict]:
+        """The latest {"data", "metadata"} of each display output of the cell."""
+        return [self.displays[d] for d in self.cell_display_ids(cell)]
+
+    def cell_text(self, cell: CellResult) -> str:
+        """The text the cell's display outputs show now (ANSI removed), one after another."""
         parts = []
-        for o in outputs:
-            if o.get("output_type") == "stream":
-                parts.append(o["text"])
-            elif o.get("output_type") == "error":
-                parts.append(plain("\n".join(o.get("traceback", []))))
-            elif o.get("output_type") == "display_data":
-                parts.append(o["data"].get("text/plain", "") + "\n")
+        for output in self.cell_outputs(cell):
+            text = plain(output["data"].get("text/plain", ""))
+            parts.append(text + ("\n" if text and not text.endswith("\n") else ""))
         return "".join(parts)
+
+    def wait_for_cell(self, cell: CellResult, predicate, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.cell_text(cell)
+            if predicate(text):
+                return text
+            self._pump(0.05)
+        raise TimeoutError(f"cell {cell.msg_id} never matched; it shows:\n{self.cell_text(cell)}")
 
     def html_widgets_containing(self, marker: str) -> list[str]:
         return [v["value"] for v in self.widget_state.values()
@@ -150,18 +165,6 @@ class KernelSession:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what} not reached within {timeout} s")
             self._pump(0.05)
-
-    def widget_outputs_of(self, model_id: str) -> tuple:
-        return self.widget_outputs.get(model_id, ())
-
-    def wait_for_widget(self, model_id: str, predicate, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.widget_text(model_id)
-            if predicate(text):
-                return text
-            self._pump(0.05)
-        raise TimeoutError(f"widget {model_id} never matched; it shows:\n{self.widget_text(model_id)}")
 
     def interrupt(self) -> None:
         self.km.interrupt_kernel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import psutil
@@ -39,18 +40,16 @@ def test_two_non_blocking_cells_run_at_once_and_stream_into_their_own_cells(nb):
     plot = nb.execute("%%worker 2\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2]); plt.show()")
     assert ticks.status == plot.status == "ok"
     assert time.monotonic() - started < 1.5, "non-blocking cells must return at once"
-    (tick_area,) = ticks.widget_ids()
-    (plot_area,) = plot.widget_ids()
-    partial = nb.wait_for_widget(tick_area, lambda text: "tick 1" in text, timeout=10)
+    partial = nb.wait_for_cell(ticks, lambda text: "tick 1" in text, timeout=10)
     assert "tick 4" not in partial, "ticks must arrive one by one, while the loop runs"
-    nb.wait_for_widget(plot_area, lambda text: "Figure" in text, timeout=20)
+    nb.wait_for_cell(plot, lambda text: "Figure" in text, timeout=20)
     waited = nb.execute("%wait")
     assert waited.status == "ok"
     nb.pump_for(0.2)
-    assert nb.widget_text(tick_area) == "".join(f"tick {i}\n" for i in range(5))
-    (figure,) = nb.widget_outputs_of(plot_area)
+    assert nb.cell_text(ticks) == "".join(f"tick {i}\n" for i in range(5))
+    (figure,) = nb.cell_outputs(plot)
     assert "image/png" in figure["data"]
-    assert "tick" not in nb.widget_text(plot_area)
+    assert "tick" not in nb.cell_text(plot)
 
 
 def test_blocking_cell_behaves_like_a_normal_cell(nb):
@@ -72,16 +71,14 @@ def test_remote_error_becomes_the_cell_error_with_the_cell_lines(nb):
 
 def test_error_of_a_non_blocking_cell_shows_in_that_cell_and_wait_raises_it(nb):
     failing = nb.execute("%%worker 1\nraise ValueError('bad input file')")
-    (area,) = failing.widget_ids()
-    nb.wait_for_widget(area, lambda text: "bad input file" in text, timeout=10)
+    nb.wait_for_cell(failing, lambda text: "bad input file" in text, timeout=10)
     waited = nb.execute("%wait")
     assert waited.status == "error" and "ValueError" in waited.error_text
 
 
 def test_worker_death_is_shown_in_its_cell_and_restart_brings_it_back(nb):
     dying = nb.execute("%%worker 1\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
-    (area,) = dying.widget_ids()
-    nb.wait_for_widget(area, lambda text: "worker 1 died (signal SIGKILL)" in text, timeout=10)
+    nb.wait_for_cell(dying, lambda text: "worker 1 died (signal SIGKILL)" in text, timeout=10)
     alive = nb.execute("%%worker 2 --block\nprint('still fine')")
     assert alive.stdout == "still fine\n"
     refused = nb.execute("%%worker 1 --block\n1")
@@ -141,11 +138,115 @@ def test_bad_input_before_start_spawns_nothing(kernel, line, message):
 def test_dataflow_between_cells_waits_for_the_producer(nb):
     producer = nb.execute("%%worker 1\nimport numpy as np, time\ntime.sleep(1)\nx = np.arange(10_000_000)")
     consumer = nb.execute("%%worker 2\nprint(x.sum())")
-    (area,) = consumer.widget_ids()
-    nb.wait_for_widget(area, lambda text: "49999995000000" in text, timeout=30)
+    nb.wait_for_cell(consumer, lambda text: "49999995000000" in text, timeout=30)
     assert producer.status == "ok"
     who = nb.execute("%who_has x")
     assert "worker 1, worker 2" in who.stdout
+
+
+def iopub_bytes(messages: list[dict]) -> int:
+    return sum(len(json.dumps(m["content"])) for m in messages)
+
+
+def test_output_of_a_non_blocking_cell_is_display_outputs_updated_in_place(nb):
+    start = len(nb.messages)
+    cell = nb.execute(
+        "%%worker 1\nimport time\nfrom IPython.display import HTML, display\n"
+        "for i in range(3):\n    print('step', i, flush=True); time.sleep(0.3)\n"
+        "display(HTML('<b>bold</b>'))\nprint('after')\n"
+        "handle = display(HTML('v1'), display_id=True)\ntime.sleep(0.3)\nhandle.update(HTML('v2'))"
+    )
+    nb.wait_for_cell(cell, lambda text: "step 1" in text, timeout=10)
+    assert nb.execute("%wait").status == "ok"
+    nb.pump_for(0.5)
+    messages = nb.messages[start:]
+    assert not [m for m in messages if m["msg_type"].startswith("comm") and "OutputModel" in json.dumps(m["content"])]
+    assert not [m for m in messages if m["msg_type"] == "stream"], "no stream output: display outputs only"
+    outputs = nb.cell_outputs(cell)
+    assert [plain(o["data"].get("text/plain", "")) for o in outputs[::2]] == ["step 0\nstep 1\nstep 2\n", "after\n"]
+    assert [o["data"].get("text/html") for o in outputs[1::2]] == ["<b>bold</b>", "v2"]
+    text_id = nb.cell_display_ids(cell)[0]
+    updates = [m for m in messages if m["msg_type"] == "update_display_data"
+               and m["content"]["transient"]["display_id"] == text_id]
+    assert 3 <= len(updates) <= 12, "the text output is updated as lines come, a few times a second at most"
+
+
+def test_output_of_a_million_lines_costs_at_most_three_times_a_plain_cell(nb):
+    lines = 1_000_000
+    code = f"for i in range({lines}):\n    print('line', i)"
+    start, started = len(nb.messages), time.monotonic()
+    plain_cell = nb.execute(code, timeout=600)
+    plain_seconds, plain_bytes = time.monotonic() - started, iopub_bytes(nb.messages[start:])
+    assert plain_cell.status == "ok"
+
+    start, started = len(nb.messages), time.monotonic()
+    cell = nb.execute("%%worker 1\n" + code)
+    waited = nb.execute("%wait", timeout=600)
+    worker_seconds = time.monotonic() - started
+    nb.pump_for(0.5)
+    worker_bytes = iopub_bytes(nb.messages[start:])
+    assert waited.status == "ok", waited.error_text
+    print(f"\n{lines:,} lines: plain cell {plain_seconds:.2f} s, {plain_bytes:,} B of iopub; "
+          f"worker cell + %wait {worker_seconds:.2f} s, {worker_bytes:,} B "
+          f"(ratios {worker_seconds / plain_seconds:.2f}, {worker_bytes / plain_bytes:.4f})")
+    assert worker_seconds <= 3 * plain_seconds
+    assert worker_bytes <= 3 * plain_bytes
+
+    text = nb.cell_text(cell)
+    assert text.startswith("… 999,800 lines not shown; all of it: ipyworkers.output(")
+    assert text.split("\n", 1)[1] == "".join(f"line {i}\n" for i in range(999_800, lines))
+    number = cell.reply["content"]["execution_count"]
+    check = nb.execute(
+        f"import ipyworkers\n_full = ipyworkers.output({number})\n"
+        f"_task = next(t for t in ipyworkers.current().tasks() if getattr(t.sink, 'cell', None) == {number})\n"
+        f"print(_full == ''.join(f'line {{i}}\\n' for i in range({lines})), _task.stdout == _full, _task.stderr)\n"
+        "del _full, _task"
+    )
+    assert check.stdout == "True True \n", check.error_text
+
+
+def test_block_output_is_batched_not_sent_line_by_line(nb):
+    lines = 200_000
+    started = time.monotonic()
+    cell = nb.execute(f"%%worker 1 --block\nfor i in range({lines}):\n    print('line', i)", timeout=300)
+    seconds = time.monotonic() - started
+    assert cell.status == "ok", cell.error_text
+    assert cell.stdout == "".join(f"line {i}\n" for i in range(lines))
+    streams = [o for o in cell.outputs if o["msg_type"] == "stream"]
+    print(f"\n{lines:,} lines with --block: {len(streams)} stream messages in {seconds:.2f} s")
+    assert len(streams) <= seconds / 0.05 + 5
+
+
+def test_output_of_a_200_mb_string_does_not_stall_the_kernel(nb):
+    kernel = psutil.Process(nb.pid)
+    rss_before = kernel.memory_info().rss
+    cell = nb.execute("%%worker 1\nprint('x' * 200_000_000)")
+    probes = []
+    while True:
+        started = time.monotonic()
+        probe = nb.execute("import ipyworkers\nprint(len(ipyworkers.current().unfinished()))", timeout=60)
+        probes.append(time.monotonic() - started)
+        if probe.stdout == "0\n":
+            break
+    print(f"\n{len(probes)} kernel cells ran while 200 MB streamed in, the slowest in {max(probes):.2f} s")
+    assert max(probes) < 5
+    assert nb.execute("%wait", timeout=120).status == "ok"
+    grown = kernel.memory_info().rss - rss_before
+    nb.pump_for(0.5)
+    text = nb.cell_text(cell)
+    assert len(text) < 100_000
+    assert text.startswith("… 199,934,465 characters not shown; all of it: ipyworkers.output(")
+    assert text.endswith("x" * 1000 + "\n")
+    number = cell.reply["content"]["execution_count"]
+    check = nb.execute(
+        f"_task = next(t for t in ipyworkers.current().tasks() if getattr(t.sink, 'cell', None) == {number})\n"
+        "_s = _task.stdout\nimport os\n"
+        "print(len(_s), _s.count('x'), [os.path.dirname(f) == str(ipyworkers.current().runtime_dir) "
+        "for f in _task.sink.files])\ndel _s, _task"
+    )
+    assert check.stdout == "200000001 200000000 [True]\n", check.error_text
+    print(f"kernel memory grew by {grown / 2**20:.0f} MiB")
+    assert grown < 200 * 2**20, "the text past what is kept in memory goes to a file"
 
 
 PARALLEL_CELL = """datadir = '/data/'      # @1

@@ -59,7 +59,7 @@ __all__ = [
     "__version__",
     "Cluster", "ClusterError", "IpyworkersError", "WorkerStartError", "RemoteError", "Task", "TaskCancelled",
     "TaskFailed", "TaskGroup", "CodeNames", "analyze", "load_ipython_extension",
-    "unload_ipython_extension", "current", "ChannelError", "chunks", "range_lines", "read_range",
+    "unload_ipython_extension", "current", "output", "ChannelError", "chunks", "range_lines", "read_range",
 ]
 
 
@@ -68,6 +68,13 @@ def current() -> Cluster | None:
     from .notebook.magics import current as _current
 
     return _current()
+
+
+def output(cell: int, stream: str = "stdout", worker: int | None = None) -> str:
+    """Everything a non-blocking cell (``In [cell]``) printed, whole: the cell shows only the tail."""
+    from .notebook.outputs import output as _output
+
+    return _output(cell, stream, worker)
 
 
 def load_ipython_extension(ipython) -> None:

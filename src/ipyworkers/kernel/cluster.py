@@ -114,6 +114,12 @@ class Cluster:
         return sorted(w for w in range(1, self.n_workers + 1) if self._supervisor.alive(w))
 
     @property
+    def runtime_dir(self) -> Any:
+        """This session's private directory (sockets, logs, cell output past what is kept in
+        memory), a ``Path``; removed when the cluster stops (then None)."""
+        return self._supervisor.runtime_dir
+
+    @property
     def flow(self):
         """The dataflow state (read it only for inspection)."""
         return self._scheduler.flow

@@ -60,6 +60,21 @@ class Task:
         return self._error
 
     @property
+    def stdout(self) -> str | None:
+        """Everything the task printed so far, whole, if its sink keeps it (a non-blocking
+        notebook cell's does, though the cell shows only the tail); None otherwise."""
+        return self._kept_text("stdout")
+
+    @property
+    def stderr(self) -> str | None:
+        """Like ``stdout``, for what the task wrote to stderr."""
+        return self._kept_text("stderr")
+
+    def _kept_text(self, name: str) -> str | None:
+        kept = getattr(self.sink, "kept_text", None)
+        return None if kept is None else kept(self.worker, name)
+
+    @property
     def result(self) -> Any:
         """The value of the code's last expression (``None`` if none); raises the task's error."""
         self.wait()

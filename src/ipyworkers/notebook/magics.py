@@ -25,7 +25,7 @@ from ..kernel.cluster import Cluster, max_workers
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
 from ..plan.export import ExportError
-from .outputs import QueueSink, WidgetSink
+from .outputs import CellOutput, QueueSink, running_cell_number
 
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")
 WORKERS_ACTIONS = ("start", "stop", "restart", "interrupt", "status")
@@ -361,23 +361,15 @@ class WorkerMagics(Magics):
         self._finish_cell(handle, sink, args.block, prefix_lines=True)
 
     def _cell_number(self) -> int:
-        """The number of the cell running now. IPython 9 counts the next cell before it runs
-        this one, so ``shell.execution_count`` is one ahead; the running cell's own result
-        carries its number."""
-        result = getattr(self.shell.displayhook, "exec_result", None)
-        count = getattr(result, "execution_count", None)
+        """The number of the cell running now (``running_cell_number``)."""
+        count = running_cell_number(self.shell)
         return count if isinstance(count, int) else self.shell.execution_count
 
     def _sink(self, block: bool, prefix_lines: bool) -> Sink:
         if block:
             return QueueSink()
-        if _has_widget_frontend(self.shell):
-            from IPython.display import display
-            from ipywidgets import Output
-
-            output = Output()
-            display(output)
-            return WidgetSink(output, prefix_lines=prefix_lines)
+        if getattr(self.shell, "kernel", None) is not None:
+            return CellOutput(prefix_lines, cell=running_cell_number(self.shell), spill_dir=self.cluster.runtime_dir)
         return PrintSink()
 
     def _finish_cell(self, handle: Task | TaskGroup, sink: Sink, block: bool, prefix_lines: bool) -> None:
@@ -392,7 +384,10 @@ class WorkerMagics(Magics):
     def _wait_showing(self, handle: Task | TaskGroup, sink: QueueSink | None = None,
                       prefix_lines: bool = False) -> None:
         """Wait in the kernel's main thread, showing output as it comes; the stop button
-        stops the work (see ``_stop_button``)."""
+        stops the work (see ``_stop_button``). A ``--block`` cell's output is written as it
+        comes (batched); the cells of the waited tasks that show their output as display
+        outputs get their final state published from here, so it is part of this cell's
+        execution for a headless runner."""
         while True:
             try:
                 while not handle.done():
@@ -404,7 +399,9 @@ class WorkerMagics(Magics):
                 if self._stop_button(handle):
                     break
         if sink is not None:
-            sink.drain(prefix_lines)
+            sink.drain(prefix_lines, final=True)
+        for shown in {id(t.sink): t.sink for t in _tasks(handle) if isinstance(t.sink, CellOutput)}.values():
+            shown.sync()
 
     def _stop_button(self, handle: Task | TaskGroup) -> bool:
         """The stop button, pressed while a cell waits for ``handle``: its tasks not yet

@@ -1,73 +1,537 @@
-"""Output sinks that need a notebook: a cell's widget, or the waiting cell itself."""
+"""Output sinks that need a notebook kernel: a non-blocking cell's outputs, or the
+waiting cell itself.
+
+``CellOutput`` (a non-blocking ``%%worker``/``%%parallel`` cell) writes ordinary notebook
+outputs, no widgets: ``display_data`` outputs, each with a display id, updated in place
+with ``update_display_data``. What the cell printed is one text output holding a bounded
+tail (``TAIL_LINES`` lines, ``TAIL_CHARS`` characters) under a line such as
+``… 999,800 lines not shown; all of it: ipyworkers.output(12)``; each rich display (a
+figure, HTML) is an output of its own. A saved notebook keeps them as it keeps any output.
+
+The whole text stays reachable: ``CellOutput.text()``, ``Task.stdout``/``Task.stderr`` and
+``ipyworkers.output(cell)``. Each (worker, stream) keeps up to ``KEEP_CHARS`` in memory;
+beyond that it goes on in a file in the cluster's runtime directory (named in the cell),
+which ``%workers stop`` removes; the sink keeps the file open, so its text stays readable
+from Python until the sink is dropped.
+
+Threads. The coordinator's reader threads call the sink; a call only appends to the
+model and marks the sink dirty, never touching iopub. One thread, ``ipyworkers-output``
+(``_Renderer``), has one job: publish the dirty sinks' outputs, at most every
+``RENDER_SECONDS``; it ends when nothing was dirty for ``IDLE_SECONDS`` and is started
+again by the next output. ``%wait`` also publishes the final state of the cells it waited
+for from the kernel's main thread (``CellOutput.sync``), so a headless run (nbclient)
+records it in the cell.
+
+Where outputs land. The first output of a cell is displayed when the cell starts, in the
+cell. A non-blocking cell has finished by the time its work prints, so outputs that come
+later are published with the header of the request that ran the cell: JupyterLab,
+Notebook 7 and VS Code put them in that cell. Updates go by display id, whatever cell
+runs now. A headless runner (nbclient) only takes messages of the cell it runs, so there
+a late output past the first one is lost, as background-thread output always is there;
+the first one (text, or a figure of a cell that printed nothing) is kept.
+"""
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 import queue
 import sys
+import tempfile
 import threading
+import time
+import uuid
+import weakref
 from typing import Any
 
-from ..kernel.sinks import LinePrefixer, Sink
+from ..kernel.sinks import Sink
+
+log = logging.getLogger("ipyworkers.notebook")
+
+TAIL_LINES = 200
+TAIL_CHARS = 64 * 1024
+KEEP_CHARS = 32 * 1024 * 1024
+"""Characters of one worker's stdout (or stderr) kept in memory; the rest goes to a file."""
+RENDER_SECONDS = 0.15
+IDLE_SECONDS = 5.0
+DRAIN_SECONDS = 0.1
+"""How often a ``--block`` cell writes what arrived: one stream message per stream per drain."""
+
+STDERR_STYLE = ("\x1b[31m", "\x1b[0m")
+BLANK = {"text/plain": ""}
+
+_uids = itertools.count(1)
+_cells: weakref.WeakValueDictionary[int, CellOutput] = weakref.WeakValueDictionary()
+_displays: weakref.WeakValueDictionary[str, CellOutput] = weakref.WeakValueDictionary()
+"""Which cell shows a worker's display id, so ``handle.update(...)`` in a later cell
+updates the output where it is. Reader threads of several workers use it: under ``_registry``."""
+_registry = threading.Lock()
 
 
-class WidgetSink(Sink):
-    """Writes into an ``ipywidgets.Output`` owned by the cell that started the work.
+def output(cell: int, stream: str = "stdout", worker: int | None = None) -> str:
+    """Everything a non-blocking cell printed (``In [cell]``): its stdout, or ``stream``,
+    of ``worker`` or, if None, of every worker it ran on, worker by worker."""
+    sink = _cells.get(cell)
+    if sink is None:
+        raise KeyError(f"no output of cell {cell} is kept: it ran no non-blocking worker code, "
+                       "or its tasks are gone")
+    return sink.text(stream, worker)
 
-    Updating the widget's ``outputs`` from another thread is how ipywidgets
-    documents background output; consecutive text is merged into one entry.
+
+def running_cell_number(shell: Any) -> int | None:
+    """The number the running cell's prompt shows (``In [N]``). Not ``shell.execution_count``:
+    IPython 9 counts a cell before running it, earlier versions after."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    return getattr(result, "execution_count", None)
+
+
+# -- the whole text -----------------------------------------------------------------------------
+
+
+class _Kept:
+    """The whole text of one worker's stream: in memory, then in a file."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.chunks: list[str] = []
+        self.chars = 0
+        self.file: Any = None
+        self.path: str | None = None
+
+    def add(self, text: str, spill_dir: str | None) -> None:
+        self.chars += len(text)
+        if self.file is None and self.chars <= KEEP_CHARS:
+            self.chunks.append(text)
+            return
+        if self.file is None:
+            fd, self.path = tempfile.mkstemp(prefix=f"output-{self.name}-", suffix=".txt",
+                                             dir=spill_dir if spill_dir and os.path.isdir(spill_dir) else None)
+            self.file = os.fdopen(fd, "w+b")
+            self.chunks.append(text)
+            text, self.chunks = "".join(self.chunks), []
+        self.file.write(text.encode("utf-8", "surrogatepass"))
+
+    def snapshot(self) -> Any:
+        """Under the sink's lock: what ``read`` needs, without reading a file yet."""
+        if self.file is None:
+            return list(self.chunks)
+        self.file.flush()
+        return self.file.fileno(), self.file.tell()
+
+    @staticmethod
+    def read(snapshot: Any) -> str:
+        """Outside the lock: the text, read back from the file if it went there."""
+        if isinstance(snapshot, list):
+            return "".join(snapshot)
+        fd, size = snapshot
+        return os.pread(fd, size, 0).decode("utf-8", "surrogatepass")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def _close_all(kept: dict) -> None:
+    for item in list(kept.values()):
+        item.close()
+
+
+# -- what a cell shows --------------------------------------------------------------------------
+
+
+class _Text:
+    """A text output: the tail of what was printed since the previous rich display,
+    then errors and notes, which are never cut."""
+
+    def __init__(self) -> None:
+        self.uid = next(_uids)
+        self.version = 0
+        self.pieces: list[list[str]] = []
+        self.chars = 0
+        self.dropped_lines = 0
+        self.dropped_chars = 0
+        self.trailer: list[tuple[str, str]] = []
+
+    def add(self, style: str, text: str) -> None:
+        if self.pieces and self.pieces[-1][0] == style:
+            self.pieces[-1][1] += text
+        else:
+            self.pieces.append([style, text])
+        self.chars += len(text)
+        self.version += 1
+        self._trim()
+
+    def _trim(self) -> None:
+        """Keep the last ``TAIL_LINES`` lines (and a partial one), at most ``TAIL_CHARS``."""
+        budget, lines = TAIL_CHARS, 0
+        for index in range(len(self.pieces) - 1, -1, -1):
+            text = self.pieces[index][1]
+            start = max(0, len(text) - budget)
+            cut, pos = None, len(text)
+            while True:
+                pos = text.rfind("\n", start, pos)
+                if pos < 0:
+                    break
+                lines += 1
+                if lines > TAIL_LINES:
+                    cut = pos + 1
+                    break
+            if cut is None and start > 0:
+                cut = start
+            if cut is not None:
+                self._drop(index, cut)
+                return
+            budget -= len(text)
+
+    def _drop(self, index: int, cut: int) -> None:
+        for _, text in self.pieces[:index]:
+            self.dropped_lines += text.count("\n")
+            self.dropped_chars += len(text)
+            self.chars -= len(text)
+        piece = self.pieces[index]
+        self.dropped_lines += piece[1].count("\n", 0, cut)
+        self.dropped_chars += cut
+        self.chars -= cut
+        piece[1] = piece[1][cut:]
+        del self.pieces[:index]
+
+    def end_with(self, style: str, text: str) -> None:
+        self.trailer.append((style, text))
+        self.version += 1
+
+    def bundle(self, where: str) -> tuple[dict, dict]:
+        parts = []
+        if self.dropped_chars:
+            what = (f"{self.dropped_lines:,} lines" if self.dropped_lines
+                    else f"{self.dropped_chars:,} characters")
+            parts.append(f"… {what} not shown; all of it: {where}\n")
+        parts.extend(_styled(style, text) for style, text in self.pieces)
+        if self.trailer and self.pieces and not self.pieces[-1][1].endswith("\n"):
+            parts.append("\n")
+        parts.extend(_styled(style, text.rstrip("\n") + "\n") for style, text in self.trailer)
+        return {"text/plain": _carriage_returns("".join(parts))}, {}
+
+
+class _Rich:
+    """A rich display (a figure, HTML, a value): an output of its own."""
+
+    def __init__(self, data: dict, metadata: dict, display_id: str | None):
+        self.uid = next(_uids)
+        self.version = 0
+        self.data = data
+        self.metadata = metadata
+        self.display_id = display_id
+
+    def replace(self, data: dict, metadata: dict) -> None:
+        self.data, self.metadata = data, metadata
+        self.version += 1
+
+    def bundle(self, where: str) -> tuple[dict, dict]:
+        return self.data, self.metadata
+
+
+def _styled(style: str, text: str) -> str:
+    if style == "stdout" or not text:
+        return text
+    if style == "error":
+        return text
+    return STDERR_STYLE[0] + text + STDERR_STYLE[1]
+
+
+def _carriage_returns(text: str) -> str:
+    """What a terminal shows for lines rewritten with ``\\r`` (progress bars)."""
+    if "\r" not in text:
+        return text
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if "\r" in line:
+            line = line.rstrip("\r")
+            lines[i] = line[line.rfind("\r") + 1:]
+    return "\n".join(lines)
+
+
+class _Prefixer:
+    """``[worker N] `` at the start of each line, across records; one ``str.replace`` a record."""
+
+    def __init__(self) -> None:
+        self._at_start: dict[tuple[int, str], bool] = {}
+
+    def __call__(self, worker: int, name: str, text: str) -> str:
+        if not text:
+            return text
+        prefix = f"[worker {worker}] "
+        out = text.replace("\n", "\n" + prefix)
+        if text.endswith("\n"):
+            out = out[:-len(prefix)]
+        if self._at_start.get((worker, name), True):
+            out = prefix + out
+        self._at_start[(worker, name)] = text.endswith("\n")
+        return out
+
+
+# -- publishing ---------------------------------------------------------------------------------
+
+
+def _display_pub() -> Any:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return InteractiveShell.instance().display_pub
+
+
+def _publish(data: dict, metadata: dict, display_id: str, update: bool, parent: dict | None = None) -> None:
+    """One ``display_data`` (or ``update_display_data``) message; with ``parent``, sent as
+    part of that request (so a finished cell gets a new output), from any thread."""
+    from IPython.display import publish_display_data
+
+    pub = _display_pub()
+    token = None
+    if parent and hasattr(pub, "set_thread_parent"):
+        token = pub.set_thread_parent(parent)
+    try:
+        publish_display_data(data, metadata, transient={"display_id": display_id}, update=update)
+    finally:
+        if token is not None:
+            pub.reset_thread_parent(token)
+
+
+class CellOutput(Sink):
+    """The outputs of one non-blocking cell, as display outputs updated in place.
+
+    Make it in the cell, on the kernel's main thread: it displays the cell's first
+    output (empty until something arrives) and remembers the cell's request. ``cell`` is
+    the cell's number (for ``ipyworkers.output(cell)``); ``spill_dir`` is where text past
+    ``KEEP_CHARS`` goes (the cluster's runtime directory; a temporary file otherwise).
     """
 
-    def __init__(self, output: Any, prefix_lines: bool = False):
-        self.output = output
-        self._prefix = LinePrefixer() if prefix_lines else None
+    def __init__(self, prefix_lines: bool = False, cell: int | None = None, spill_dir: Any = None):
+        self.cell = cell
+        self._spill_dir = None if spill_dir is None else str(spill_dir)
+        self._prefix = _Prefixer() if prefix_lines else None
         self._lock = threading.Lock()
+        """Guards the model; the reader threads take it to append, the renderer to read."""
+        self._render_lock = threading.Lock()
+        """Held while publishing, so two threads never publish this cell's states out of order."""
+        self._segments: list[_Text | _Rich] = []
+        self._kept: dict[tuple[int, str], _Kept] = {}
+        self._clear_pending = False
+        self._dirty = False
+        self._slots: list[str] = []
+        self._shown: list[tuple[int, int] | None] = []
+        self._finalizer = weakref.finalize(self, _close_all, self._kept)
+        self._parent = dict(getattr(_display_pub(), "parent_header", None) or {})
+        if cell is not None:
+            _cells[cell] = self
+        self._slots.append(f"ipyworkers-{uuid.uuid4().hex}")
+        self._shown.append(None)
+        _publish(BLANK, {}, self._slots[0], update=False)
 
-    def _append(self, entry: dict) -> None:
-        with self._lock:
-            self.output.outputs = (*self.output.outputs, entry)
+    # -- Sink: reader threads; append and mark dirty, nothing more -------------------------------
 
     def stream(self, worker, name, text):
-        if self._prefix is not None:
-            text = self._prefix(worker, name, text)
         with self._lock:
-            outputs = self.output.outputs
-            last = outputs[-1] if outputs else None
-            if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
-                merged = {**last, "text": last["text"] + text}
-                self.output.outputs = (*outputs[:-1], merged)
-            else:
-                self.output.outputs = (*outputs, {"output_type": "stream", "name": name, "text": text})
+            kept = self._kept.get((worker, name))
+            if kept is None:
+                kept = self._kept[(worker, name)] = _Kept(f"cell{self.cell}-worker{worker}-{name}")
+            kept.add(text, self._spill_dir)
+            if self._prefix is not None:
+                text = self._prefix(worker, name, text)
+            self._open_text_locked().add(name, text)
+            wake = self._mark_locked()
+        if wake:
+            _renderer.wake(self)
 
     def display(self, worker, data, metadata, transient, update):
         display_id = (transient or {}).get("display_id")
-        entry = {"output_type": "display_data", "data": data, "metadata": metadata}
-        if display_id:
-            entry["transient"] = {"display_id": display_id}
+        if update:
+            if display_id is None:
+                return
+            with _registry:
+                owner = _displays.get(display_id)
+            if owner is not None:
+                owner._update_display(display_id, data, metadata or {})
+            return
         with self._lock:
-            outputs = list(self.output.outputs)
-            if update and display_id:
-                outputs = [entry if o.get("transient", {}).get("display_id") == display_id else o for o in outputs]
-            else:
-                outputs.append(entry)
-            self.output.outputs = tuple(outputs)
+            self._clear_if_pending_locked()
+            self._segments.append(_Rich(data, metadata or {}, display_id))
+            wake = self._mark_locked()
+        if display_id is not None:
+            with _registry:
+                _displays[display_id] = self
+        if wake:
+            _renderer.wake(self)
+
+    def _update_display(self, display_id: str, data: dict, metadata: dict) -> None:
+        with self._lock:
+            for segment in self._segments:
+                if isinstance(segment, _Rich) and segment.display_id == display_id:
+                    segment.replace(data, metadata)
+            wake = self._mark_locked()
+        if wake:
+            _renderer.wake(self)
 
     def clear(self, worker, wait):
         with self._lock:
-            self.output.outputs = ()
+            if wait:
+                self._clear_pending = True
+                return
+            self._segments = []
+            wake = self._mark_locked()
+        if wake:
+            _renderer.wake(self)
 
     def error(self, worker, ename, evalue, traceback):
-        self._append({"output_type": "error", "ename": ename, "evalue": evalue, "traceback": traceback})
+        body = "\n".join(traceback) if traceback else f"{ename}: {evalue}"
+        self._end_text("error", body)
 
     def note(self, worker, text):
-        self.stream(worker, "stderr", text.rstrip("\n") + "\n")
+        self._end_text("note", text)
+
+    def _end_text(self, style: str, text: str) -> None:
+        with self._lock:
+            self._open_text_locked().end_with(style, text)
+            wake = self._mark_locked()
+        if wake:
+            _renderer.wake(self)
+
+    def _open_text_locked(self) -> _Text:
+        self._clear_if_pending_locked()
+        last = self._segments[-1] if self._segments else None
+        if isinstance(last, _Text) and not last.trailer:
+            return last
+        text = _Text()
+        self._segments.append(text)
+        return text
+
+    def _clear_if_pending_locked(self) -> None:
+        if self._clear_pending:
+            self._segments = []
+            self._clear_pending = False
+
+    def _mark_locked(self) -> bool:
+        """Mark dirty; True if the renderer must be told (it was clean)."""
+        was, self._dirty = self._dirty, True
+        return not was
+
+    # -- the whole text ------------------------------------------------------------------------
+
+    def text(self, name: str = "stdout", worker: int | None = None) -> str:
+        """Everything ``worker`` (default: every worker, in order) wrote to ``name``."""
+        with self._lock:
+            keys = sorted(k for k in self._kept if k[1] == name and worker in (None, k[0]))
+            snapshots = [self._kept[k].snapshot() for k in keys]
+        return "".join(_Kept.read(snap) for snap in snapshots)
+
+    def kept_text(self, worker: int, name: str) -> str:
+        """For ``Task.stdout``/``Task.stderr``."""
+        return self.text(name, worker)
+
+    @property
+    def files(self) -> list[str]:
+        """The files holding text past what is kept in memory (in the cluster's runtime
+        directory: gone after ``%workers stop``, though ``text()`` still reads them)."""
+        with self._lock:
+            return [k.path for k in self._kept.values() if k.path is not None]
+
+    def _where(self) -> str:
+        where = f"ipyworkers.output({self.cell})" if self.cell is not None else "task.stdout, task.stderr"
+        files = [k.path for k in self._kept.values() if k.path is not None]
+        return where + (f", or {', '.join(files)}" if files else "")
+
+    # -- publishing (the renderer, or the main thread through sync) ----------------------------------
+
+    def sync(self) -> None:
+        """Publish the current state now, from this thread."""
+        self.render()
+
+    def render(self) -> None:
+        with self._render_lock:
+            with self._lock:
+                self._dirty = False
+                where = self._where()
+                plan = []
+                for index, segment in enumerate(self._segments):
+                    state = (segment.uid, segment.version)
+                    if index < len(self._shown) and self._shown[index] == state:
+                        continue
+                    plan.append((index, *segment.bundle(where)))
+                    self._set_shown(index, state)
+                for index in range(len(self._segments), len(self._slots)):
+                    if self._shown[index] is not None:
+                        plan.append((index, BLANK, {}))
+                        self._shown[index] = None
+            for index, data, metadata in plan:
+                if index < len(self._slots):
+                    _publish(data, metadata, self._slots[index], update=True)
+                else:
+                    self._slots.append(f"ipyworkers-{uuid.uuid4().hex}")
+                    _publish(data, metadata, self._slots[index], update=False, parent=self._parent)
+
+    def _set_shown(self, index: int, state: tuple[int, int]) -> None:
+        while len(self._shown) <= index:
+            self._shown.append(None)
+        self._shown[index] = state
+
+
+class _Renderer:
+    """The ``ipyworkers-output`` thread: publishes dirty cell outputs, at most every
+    ``RENDER_SECONDS``. Started by the first output; ends after ``IDLE_SECONDS`` of quiet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirty: dict[int, CellOutput] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self, sink: CellOutput) -> None:
+        with self._lock:
+            self._dirty[id(sink)] = sink
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="ipyworkers-output", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        last = 0.0
+        while True:
+            if not self._wake.wait(IDLE_SECONDS):
+                with self._lock:
+                    if not self._dirty:
+                        self._thread = None
+                        return
+                continue
+            time.sleep(max(0.0, last + RENDER_SECONDS - time.monotonic()))
+            self._wake.clear()
+            with self._lock:
+                sinks, self._dirty = list(self._dirty.values()), {}
+            last = time.monotonic()
+            for sink in sinks:
+                try:
+                    sink.render()
+                except Exception:
+                    log.exception("publishing a cell's output failed")
+
+
+_renderer = _Renderer()
+
+
+# -- --block ------------------------------------------------------------------------------------
 
 
 class QueueSink(Sink):
     """Hands output to the thread that waits on the work (a blocking cell), which
-    shows it with the kernel's own machinery: it then lands in that cell."""
+    shows it with the kernel's own machinery: it then lands in that cell. The waiting
+    thread drains it every ``DRAIN_SECONDS``, one write and flush (one stream message)
+    for each run of text on one stream."""
 
     def __init__(self) -> None:
         self.items: queue.SimpleQueue = queue.SimpleQueue()
+        self._prefixer: _Prefixer | None = None
+        self._drained = 0.0
 
     def stream(self, worker, name, text):
         self.items.put(("stream", worker, name, text))
@@ -81,27 +545,48 @@ class QueueSink(Sink):
     def note(self, worker, text):
         self.items.put(("stream", worker, "stderr", text.rstrip("\n") + "\n"))
 
-    def drain(self, prefix_lines: bool = False) -> None:
-        """Show what has arrived; call from the kernel's main thread."""
-        prefixer = LinePrefixer() if prefix_lines else None
+    def drain(self, prefix_lines: bool = False, final: bool = False) -> None:
+        """Show what has arrived; call from the kernel's main thread. Unless ``final``,
+        does nothing if the last drain was less than ``DRAIN_SECONDS`` ago."""
+        now = time.monotonic()
+        if not final and now - self._drained < DRAIN_SECONDS:
+            return
+        self._drained = now
+        if prefix_lines and self._prefixer is None:
+            self._prefixer = _Prefixer()
+        prefixer = self._prefixer if prefix_lines else None
+        run_name, run = None, []
         while True:
             try:
                 item = self.items.get_nowait()
             except queue.Empty:
-                return
-            _show(item, prefixer)
+                break
+            if item[0] == "stream":
+                _, worker, name, text = item
+                if prefixer is not None:
+                    text = prefixer(worker, name, text)
+                if name != run_name:
+                    _write(run_name, run)
+                    run_name, run = name, []
+                run.append(text)
+                continue
+            _write(run_name, run)
+            run_name, run = None, []
+            _show(item)
+        _write(run_name, run)
 
 
-def _show(item: tuple, prefixer: LinePrefixer | None) -> None:
-    kind, worker = item[0], item[1]
-    if kind == "stream":
-        _, _, name, text = item
-        if prefixer is not None:
-            text = prefixer(worker, name, text)
-        target = sys.stderr if name == "stderr" else sys.stdout
-        target.write(text)
-        target.flush()
-    elif kind == "display":
+def _write(name: str | None, texts: list[str]) -> None:
+    if not texts:
+        return
+    target = sys.stderr if name == "stderr" else sys.stdout
+    target.write("".join(texts))
+    target.flush()
+
+
+def _show(item: tuple) -> None:
+    kind = item[0]
+    if kind == "display":
         from IPython.display import publish_display_data
 
         sys.stdout.flush()

@@ -81,9 +81,14 @@ class Worker:
     def peer_link(self, dest: int) -> PeerClient:
         return self.fetcher.link(dest)
 
-    def flush_output(self) -> None:
+    def flush_output(self, wait: bool = True) -> None:
+        """Send what tasks printed and is still buffered. ``wait=False`` (the flush thread)
+        skips a stream another thread is sending on right now."""
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+            if isinstance(stream, TaskStream):
+                stream.send_buffered(wait)
+            else:
+                stream.flush()
 
     def die(self) -> None:
         """The kernel is gone: take this process group, user subprocesses too, down."""
@@ -140,7 +145,7 @@ class Worker:
         ticks = 0
         while True:
             time.sleep(FLUSH_SECONDS)
-            self.flush_output()
+            self.flush_output(wait=False)
             ticks += 1
             if ticks % STREAM_REPORT_TICKS == 0:
                 self.channels.report_all()
