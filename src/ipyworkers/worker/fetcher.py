@@ -60,6 +60,8 @@ class PeerClient:
         if self.broken is not None or self._conn is not None:
             return
         try:
+            if self.worker.conn.local_host is not None and wire.parse_address(self.address)[0] == "unix":
+                raise OSError("it listens on a Unix socket on another host")
             tls = self.worker.peer_tls if self.address.startswith("tls://") else None
             self._conn = wire.connect(self.address, self.worker.key, timeout=PEER_CONNECT_SECONDS, tls=tls)
             self._conn.send(p.PeerHello(self.worker.id))
