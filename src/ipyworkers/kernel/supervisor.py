@@ -230,6 +230,9 @@ class Supervisor:
         future: Future = self._spawner.submit(launcher.start, ids, ctx, started)
         try:
             future.result()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise WorkerStartError(f"the {getattr(launcher, 'name', 'worker')} launcher could not start "
+                                   f"worker(s) {', '.join(map(str, ids))}: {exc}") from exc
         except BaseException:
             try:
                 future.result(timeout=10)

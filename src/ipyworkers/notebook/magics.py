@@ -16,6 +16,7 @@ from ..errors import ClusterError, TagError
 from ..kernel.cluster import Cluster
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
+from . import remote
 from .outputs import QueueSink, WidgetSink
 
 INTERRUPT_GRACE = 5.0
@@ -75,7 +76,8 @@ _TIMELINE.add_argument("--save", metavar="FILE")
 _WHO_HAS = _parser("who_has")
 _WHO_HAS.add_argument("names", nargs="*")
 
-WORKERS_USAGE = "usage: %workers start [N] | stop | restart [ID ...] | interrupt [ID ...] | status"
+WORKERS_USAGE = ("usage: %workers start [N] [--ssh HOSTS | --slurm | --mpi | --join] [--insecure] [-- ARGS] | "
+                 "add N [--ssh HOSTS | ...] | remove ID ... | stop | restart [ID ...] | interrupt [ID ...] | status")
 
 
 def _has_widget_frontend(shell: Any) -> bool:
@@ -102,6 +104,8 @@ class StatusTable:
         if column == "names":
             names = value or []
             return f"{len(names)}: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}" if names else "0"
+        if column == "host" and row.get("relayed_from"):
+            return f"{value} (via kernel from {', '.join(map(str, row['relayed_from']))})"
         if column == "task" and row.get("queued"):
             return f"{value or '-'} (+{row['queued']} queued)"
         return "-" if value is None else str(value)
@@ -145,6 +149,13 @@ class WorkerMagics(Magics):
         return handler(rest)
 
     def _workers_start(self, rest: list[str]) -> Any:
+        launcher = None
+        if remote.wants_remote(rest):
+            try:
+                n, launcher, _ = remote.parse(rest, "%workers start")
+            except ValueError as exc:
+                raise UsageError(f"%workers start: {exc}") from None
+            rest = [] if n is None else [str(n)]
         if len(rest) > 1:
             raise UsageError("%workers start takes one number: how many workers (default: one per CPU)")
         n = None
@@ -154,7 +165,7 @@ class WorkerMagics(Magics):
             n = int(rest[0])
         if self.cluster is not None and self.cluster.running:
             raise UsageError("workers are already running: %workers stop first, or %workers restart")
-        cluster = Cluster(n, namespace=self.shell.user_ns, colors=_colors(self.shell))
+        cluster = Cluster(n, namespace=self.shell.user_ns, colors=_colors(self.shell), launcher=launcher)
         cluster.hidden_names = _HiddenNames(self.shell)
         started = time.perf_counter()
         try:
@@ -195,6 +206,30 @@ class WorkerMagics(Magics):
             print("no worker was busy")
         for wid, outcome in sorted(report.items()):
             print(f"worker {wid}: {outcome}")
+
+    # -- remote: growing and shrinking (see remote.py) --
+
+    def _workers_add(self, rest: list[str]) -> Any:
+        cluster = self._cluster()
+        try:
+            n, launcher, _ = remote.parse(rest, "%workers add")
+            if n is None:
+                raise ValueError("say how many: %workers add N [--ssh HOSTS | --slurm | --mpi | --join]")
+            ids = cluster.add(n, launcher)
+        except (ValueError, ClusterError) as exc:
+            raise UsageError(f"%workers add: {exc}") from None
+        print(f"added worker(s) {', '.join(map(str, ids))}")
+        return StatusTable(cluster.status())
+
+    def _workers_remove(self, rest: list[str]) -> Any:
+        cluster = self._cluster()
+        try:
+            lost = cluster.remove(remote.parse_ids(rest))
+        except (ValueError, ClusterError) as exc:
+            raise UsageError(f"%workers remove: {exc}") from None
+        if lost:
+            print(f"lost with them (held nowhere else): {', '.join(lost)}")
+        return StatusTable(cluster.status())
 
     def _workers_status(self, rest: list[str]) -> Any:
         return StatusTable(self._cluster().status())

@@ -59,6 +59,7 @@ class Worker:
         self.conn = conn
         self.key = key
         self.peer_tls = peer_tls
+        self.exiting = False
         self.parent_pid = parent_pid
         self.colors = colors
         self.channels = Channels(self)
@@ -89,7 +90,8 @@ class Worker:
         try:
             self.conn.send(msg, parts)
         except WireError:
-            self.die()
+            if not self.exiting:
+                self.die()
 
     def peer_link(self, dest: int) -> PeerClient:
         return self.fetcher.link(dest)
@@ -117,6 +119,7 @@ class Worker:
         self.runner.shell = make_shell(self.runner, self.namespace.ns, self.colors)
         self.runner.loop()
         self.flush_output()
+        self.exiting = True  # a clean exit (0): under mpiexec or srun, a killed rank can take the others along
         self.conn.close()
         self.values.close()
         os._exit(0)
@@ -135,7 +138,8 @@ class Worker:
                     log.exception("handling %s failed", type(msg).__name__)
         except WireError as exc:
             log.debug("control link closed: %s", exc)
-            self.die()
+            if not self.exiting:
+                self.die()
 
     def _on_peers(self, msg: p.Peers, parts: list) -> None:
         self.fetcher.addresses.update(msg.addresses)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -96,6 +97,14 @@ class Launcher:
         if ids is not None:
             cmd += ids.split()
         return cmd + self.worker_args
+
+
+def find_tool(name: str) -> str:
+    """``name`` on PATH, else beside this Python (a venv's ``bin``, where ``pip install
+    mpich`` puts ``mpiexec``), else the bare name (the error then says it is missing)."""
+    import shutil
+
+    return (shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable)) or name)
 
 
 def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None]:
