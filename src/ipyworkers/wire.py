@@ -258,6 +258,18 @@ def split_host_port(text: str, whole: str | None = None) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def host_and_port(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``V6`` or ``[V6]:PORT`` (the port is optional)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    return host, int(port) if port else default_port
+
+
 def format_address(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 

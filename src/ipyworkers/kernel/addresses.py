@@ -68,10 +68,9 @@ def default_host() -> str:
 def advertised(bound: str, port: int, override: str | None, host: str | None = None) -> tuple[str, int]:
     """The host and port to hand out for a listener bound to ``bound``:``port``."""
     if override:
-        name, sep, given = override.rpartition(":") if override.count(":") == 1 else (override, "", "")
-        if not sep:
-            name = override
-        return name.strip("[]"), int(given) if given else port
+        from ..wire import host_and_port
+
+        return host_and_port(override, port)
     if bound not in ("0.0.0.0", "::", ""):
         return bound, port
     return (toward(host) if host else None) or default_host(), port

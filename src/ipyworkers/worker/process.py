@@ -286,20 +286,8 @@ def _peer_listener(args: argparse.Namespace, conn: wire.Connection, creds: Crede
     bind = args.peer_listen or ("[::]:0" if local_host and ":" in local_host else "0.0.0.0:0")
     host, port = wire.split_host_port(bind)
     listener = wire.Listener(wire.format_address(scheme, host, port), creds.key, tls=creds.context(server=True))
-    host, port = _host_and_port(args.peer_advertise or local_host or socket.gethostname(), listener.port)
+    host, port = wire.host_and_port(args.peer_advertise or local_host or socket.gethostname(), listener.port)
     return listener, wire.format_address(scheme, host, port)
-
-
-def _host_and_port(text: str, default_port: int) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``V6`` or ``[V6]:PORT``."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":")
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, ""
-    return host, int(port) if port else default_port
 
 
 def _welcome(conn: wire.Connection) -> p.Welcome:
