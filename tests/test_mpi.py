@@ -53,6 +53,7 @@ def test_removing_one_rank_keeps_the_others_and_stop_ends_mpiexec():
         assert mpiexec.is_running()
         added = cluster.add(2)
         assert added == [4, 5] and cluster.run("worker_id", on=5, block=True).result == 5
+        assert cluster.run("n_workers", on=1, block=True).result == 5, "the highest id, on every worker"
     assert not mpiexec.is_running() or mpiexec.status() == psutil.STATUS_ZOMBIE
     assert _ranks_running() == []
 

@@ -24,6 +24,7 @@ import netns
 from ipyworkers import Cluster, tls, wire
 from ipyworkers import protocol as p
 from ipyworkers.errors import AuthenticationError, WorkerStartError
+from ipyworkers.kernel import events as ev
 from ipyworkers.kernel.launchers import Join
 from ipyworkers.kernel.sinks import RecordingSink
 
@@ -171,6 +172,33 @@ def test_version_mismatch_is_refused_naming_both_sides(hosts):
             cluster.start()
         out, _ = procs[0].communicate(timeout=10)
         assert b"refused by the coordinator" in out and b"0.0.0-other" in out
+    finally:
+        cluster.stop()
+        hosts.reap()
+
+
+def test_a_remote_worker_with_another_clock_reports_in_the_kernels_clock(hosts):
+    """Each host's monotonic clock is its own: times from a worker whose clock is 1000 s
+    ahead still land inside the kernel's own before/after."""
+    skew = ("import sys, time; m = time.monotonic; time.monotonic = lambda: m() + 1000.0; "
+            "from ipyworkers.worker.process import main; main(sys.argv[1:])")
+
+    def announce(command: str) -> None:
+        hosts.run(0, [PY, "-c", skew, *shlex.split(command)[3:]])
+        hosts.run(1, [PY, *shlex.split(command)[1:]])
+
+    cluster = Cluster(2, launcher=Join(advertise=hosts.bridge_ip, announce=announce), default_sink=RecordingSink())
+    try:
+        cluster.start()
+        where = on_host(cluster, hosts)
+        before = time.monotonic()
+        task = cluster.run("x = bytes(1000)", on=where[0], block=True)
+        reader = cluster.run("len(x)", on=where[1], block=True)
+        after = time.monotonic()
+        assert before <= task.started_at <= task.finished_at <= after
+        assert before <= reader.started_at <= after
+        (transfer,) = [e for e in cluster.events.events(ev.TRANSFER) if e.data.get("name") == "x"]
+        assert before <= transfer.data["start"] <= transfer.data["end"] <= after
     finally:
         cluster.stop()
         hosts.reap()

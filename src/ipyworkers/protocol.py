@@ -131,6 +131,7 @@ class Hello(NamedTuple):
     peer_address: str
     versions: dict[str, str]
     token: str
+    clock: float
 
 
 @message

@@ -65,6 +65,8 @@ class WorkerHandle:
     ping_seq: int = 0
     unresponsive: bool = False
     launcher: str = "local"
+    clock_offset: float = 0.0
+    """Add to a time this worker reports to get the kernel's clock (0 on this host)."""
 
 
 class Supervisor:
@@ -295,7 +297,9 @@ class Supervisor:
         if isinstance(process, JoinSlot):
             process.pid, process.host = hello.pid, hello.host
         link = WorkerLink(wid, conn, self._on_worker_message, self._on_link_closed)
-        return WorkerHandle(wid, process, link, hello.pid, hello.host, hello.peer_address, launcher=kind)
+        offset = 0.0 if conn.local_host is None else time.monotonic() - hello.clock
+        return WorkerHandle(wid, process, link, hello.pid, hello.host, hello.peer_address, launcher=kind,
+                            clock_offset=offset)
 
     @staticmethod
     def _check_versions(hello: p.Hello, conn: wire.Connection, wid: int) -> None:
@@ -338,6 +342,9 @@ class Supervisor:
             handle.unresponsive = False
 
     def _on_worker_message(self, wid: int, msg: Any, parts: list) -> None:
+        handle = self.handles.get(wid)
+        if handle is not None and handle.clock_offset and type(msg) in _TIMES:
+            msg = _shift(msg, handle.clock_offset)
         if isinstance(msg, p.Relay):
             self.relay.request(wid, msg)
         elif not (isinstance(msg, p.Value) and self.relay.answer(msg, parts)):
@@ -417,6 +424,18 @@ class Supervisor:
         return {"pid": handle.pid, "host": handle.host, "lost": handle.state != UP,
                 "unresponsive": handle.unresponsive and handle.state == UP, "launcher": handle.launcher,
                 "address": handle.peer_address, "relayed_from": sorted(self.relay.routes.get(wid, ()))}
+
+
+_TIMES: dict[type, tuple[str, ...]] = {p.Started: ("at",), p.Unrun: ("at",), p.Fetched: ("t0", "t1"),
+                                        p.Finished: ("t0", "t1"), p.StreamStats: ("t0", "t1"), p.Value: ("info",)}
+
+
+def _shift(msg: Any, offset: float) -> Any:
+    """A remote worker's monotonic clock is its own: its times, in the kernel's clock
+    (offset taken at its hello; off by the hello's one-way delay, well under a ms on a LAN)."""
+    if isinstance(msg, p.Value) and (msg.status != "ok" or not isinstance(msg.info, float)):
+        return msg
+    return msg._replace(**{name: getattr(msg, name) + offset for name in _TIMES[type(msg)]})
 
 
 def _claim(hello: p.Hello, waiting: dict[int, Any]) -> int | None:

@@ -120,10 +120,17 @@ class PeerClient:
                 with self._lock:
                     future, _ = self._pending.pop(msg.req, (None, None))
                 if future is not None:
-                    future.set_result((msg.status, msg.info, parts))
+                    future.set_result((msg.status, self._local_time(msg), parts))
         except WireError:
             self._fail(f"worker {self.source} died during the transfer of {{name!r}}")
             self.worker.channels.on_link_lost(self.source)
+
+    def _local_time(self, msg: p.Value) -> Any:
+        """'ok' carries when the holder began to serve, in *its* clock: over the network
+        that clock is another host's, so the transfer is timed from the request instead."""
+        if msg.status == "ok" and self.worker.conn.local_host is not None:
+            return 0.0
+        return msg.info
 
     def _fail(self, message: str) -> None:
         with self._lock:
@@ -197,7 +204,7 @@ class Fetcher:
         with self._lock:
             future, _ = self._relays.pop(msg.req, (None, None))
         if future is not None:
-            future.set_result((msg.status, msg.info, parts))
+            future.set_result((msg.status, 0.0 if msg.status == "ok" else msg.info, parts))
 
     def take(self, task: int) -> dict[str, Future]:
         return self.staged.pop(task, {})

@@ -145,6 +145,7 @@ class Worker:
         self.fetcher.addresses.update(msg.addresses)
         if msg.addresses:
             self.n_workers = max(self.n_workers, *msg.addresses)
+            self.namespace._provided["n_workers"] = self.namespace.ns["n_workers"] = self.n_workers
 
     def _on_run(self, msg: p.Run, parts: list) -> None:
         self.fetcher.prefetch(msg)
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"ipyworkers worker on {socket.gethostname()}: cannot join the coordinator at "
                          f"{args.connect}: {exc}") from None
     listener, peer_address = _peer_listener(args, conn, creds, wid)
-    conn.send(p.Hello(wid, os.getpid(), socket.gethostname(), peer_address, p.local_versions(), args.token))
+    conn.send(p.Hello(wid, os.getpid(), socket.gethostname(), peer_address, p.local_versions(), args.token,
+                    time.monotonic()))
     welcome = _welcome(conn)
     worker = Worker(welcome.worker, max(welcome.n_workers, args.n_workers), conn, listener, creds.key,
                     args.parent_pid, args.colors, peer_tls=creds.context(server=False))
