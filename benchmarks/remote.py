@@ -31,6 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from common import have  # noqa: E402
+
 import netns  # noqa: E402 - the test hosts, from tests/
 from ipyworkers import Cluster, tls  # noqa: E402
 from ipyworkers.kernel import events as ev  # noqa: E402
@@ -85,105 +87,123 @@ else:
 """
 
 
-def raw_stream(hosts: netns.Hosts, mode: str, files: list[str], repeat: int) -> float:
-    """Best seconds for 100 MB from host 0 to host 1 over a raw (TLS) socket."""
-    best = float("inf")
-    for attempt in range(repeat):
-        port = 40000 + attempt
-        receiver = hosts.run(1, [PY, "-c", RAW, "recv", mode, hosts.ip(1), str(port), *files], text=True)
+def raw_once(hosts: netns.Hosts, mode: str, files: list[str], port: int) -> float:
+    """Seconds for 100 MB from host 0 to host 1 over a raw (TLS) socket."""
+    receiver = hosts.run(1, [PY, "-c", RAW, "recv", mode, hosts.ip(1), str(port), *files], text=True)
+    sender = None
+    try:
         assert receiver.stdout.readline().startswith("LISTENING")
         sender = hosts.run(0, [PY, "-c", RAW, "send", mode, hosts.ip(1), str(port), *files])
         line = receiver.stdout.readline()
-        sender.wait(60)
-        receiver.wait(60)
-        best = min(best, float(line.split()[1]))
-    hosts.reap()
-    return best
+        return float(line.split()[1])
+    finally:
+        for proc in (sender, receiver):
+            if proc is not None:
+                proc.wait(60)
+                proc.stdout.close()
+                hosts.procs.remove(proc)
 
 
-def ipyworkers_run(hosts: netns.Hosts, insecure: bool, repeat: int) -> dict[str, float]:
-    def announce(command: str) -> None:
-        for i in (0, 1):
-            hosts.run(i, [PY, *shlex.split(command)[1:]], stdout=subprocess.DEVNULL)
+class Ipyworkers:
+    """A cluster of two joined workers, one per host, kept for every repetition."""
 
-    launcher = Join(advertise=hosts.bridge_ip, announce=announce, insecure=insecure)
-    cluster = Cluster(2, launcher=launcher, default_sink=RecordingSink())
-    started = time.perf_counter()
-    cluster.start()
-    out = {"start": time.perf_counter() - started}
-    try:
-        where = {row["host"]: row["id"] for row in cluster.status()}
-        a, b = where[hosts.hostname(0)], where[hosts.hostname(1)]
+    def __init__(self, hosts: netns.Hosts, insecure: bool):
+        self.workers: list = []
+
+        def announce(command: str) -> None:
+            for i in (0, 1):
+                self.workers.append(hosts.run(i, [PY, *shlex.split(command)[1:]], stdout=subprocess.DEVNULL))
+
+        launcher = Join(advertise=hosts.bridge_ip, announce=announce, insecure=insecure)
+        self.cluster = Cluster(2, launcher=launcher, default_sink=RecordingSink())
+        started = time.perf_counter()
+        self.cluster.start()
+        self.start = time.perf_counter() - started
+        where = {row["host"]: row["id"] for row in self.cluster.status()}
+        self.a, self.b = where[hosts.hostname(0)], where[hosts.hostname(1)]
+
+    def round_trip(self) -> float:
         trips = []
         for _ in range(50):
             t0 = time.perf_counter()
-            cluster.run("1", on=a, block=True)
+            self.cluster.run("1", on=self.a, block=True)
             trips.append(time.perf_counter() - t0)
-        out["round trip"] = statistics.median(trips[10:])
-        moves = []
-        for _ in range(repeat):
-            cluster.run("big = None", on=b, block=True)
-            cluster.run(MAKE, on=a, block=True)
-            before = len(cluster.events.events(ev.TRANSFER))
-            cluster.run("len(big)", on=b, block=True)
-            (transfer,) = cluster.events.events(ev.TRANSFER)[before:]
-            moves.append(transfer.data["end"] - transfer.data["start"])
-        out["100 MB"] = min(moves)
-    finally:
-        cluster.stop()
-        hosts.reap()
-    return out
+        return statistics.median(trips[10:])
+
+    def move(self) -> float:
+        cluster = self.cluster
+        cluster.run("big = None", on=self.b, block=True)
+        cluster.run(MAKE, on=self.a, block=True)
+        before = len(cluster.events.events(ev.TRANSFER))
+        cluster.run("len(big)", on=self.b, block=True)
+        (transfer,) = cluster.events.events(ev.TRANSFER)[before:]
+        return transfer.data["end"] - transfer.data["start"]
+
+    def close(self) -> None:
+        self.cluster.stop()
+        for worker in self.workers:
+            worker.wait(10)
 
 
-def dask_run(hosts: netns.Hosts, files: list[str], repeat: int) -> dict[str, float] | None:
-    try:
+class Dask:
+    """A Dask scheduler here and one worker per host, all with TLS."""
+
+    def __init__(self, hosts: netns.Hosts, files: list[str]):
         import numpy as np
         from distributed import Client
         from distributed.security import Security
-    except ImportError:
-        return None
-    ca, cert, key = files
-    tls_args = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
-    folder = tempfile.mkdtemp(prefix="iw-bench-dask-")
-    scheduler_file = os.path.join(folder, "scheduler.json")
-    dask = str(Path(PY).with_name("dask"))
-    started = time.perf_counter()
-    scheduler = subprocess.Popen([dask, "scheduler", "--protocol", "tls", "--host", hosts.bridge_ip, "--port", "0",
-                                  "--dashboard-address", ":0", "--scheduler-file", scheduler_file, *tls_args],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+
+        ca, cert, key = files
+        tls_args = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
+        scheduler_file = os.path.join(tempfile.mkdtemp(prefix="iw-bench-dask-"), "scheduler.json")
+        dask = str(Path(PY).with_name("dask"))
+        started = time.perf_counter()
+        self.scheduler = subprocess.Popen(
+            [dask, "scheduler", "--protocol", "tls", "--host", hosts.bridge_ip, "--port", "0",
+             "--dashboard-address", ":0", "--scheduler-file", scheduler_file, *tls_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not os.path.exists(scheduler_file):
             time.sleep(0.05)
         time.sleep(0.2)
-        for i in (0, 1):
-            hosts.run(i, [dask, "worker", "--scheduler-file", scheduler_file, "--nthreads", "1", "--name", f"w{i}",
-                          "--host", hosts.ip(i), "--no-dashboard", "--no-nanny", *tls_args],
-                      stdout=subprocess.DEVNULL)
+        self.workers = [hosts.run(i, [dask, "worker", "--scheduler-file", scheduler_file, "--nthreads", "1",
+                                      "--name", f"w{i}", "--host", hosts.ip(i), "--no-dashboard", "--no-nanny",
+                                      *tls_args], stdout=subprocess.DEVNULL) for i in (0, 1)]
         security = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
-        with Client(scheduler_file=scheduler_file, security=security) as client:
-            client.wait_for_workers(2, timeout=60)
-            out = {"start": time.perf_counter() - started}
-            addresses = {info["name"]: addr for addr, info in client.scheduler_info()["workers"].items()}
-            a, b = addresses["w0"], addresses["w1"]
-            trips = []
-            for i in range(50):
-                t0 = time.perf_counter()
-                client.submit(lambda x: x, i, workers=[a], pure=False).result()
-                trips.append(time.perf_counter() - t0)
-            out["round trip"] = statistics.median(trips[10:])
-            moves = []
-            for i in range(repeat):
-                big = client.submit(lambda n, i: np.ones(n, dtype=np.uint8), SIZE, i, workers=[a], pure=False)
-                client.submit(lambda x: int(len(x)), big, workers=[b], pure=False).result()
-                log = client.run(lambda dask_worker: list(dask_worker.transfer_incoming_log), workers=[b])[b]
-                moves.append(log[-1]["duration"])
-                del big
-            out["100 MB"] = min(moves)
-        return out
-    finally:
-        scheduler.terminate()
-        scheduler.wait(10)
-        hosts.reap()
+        self.client = Client(scheduler_file=scheduler_file, security=security)
+        self.client.wait_for_workers(2, timeout=60)
+        self.start = time.perf_counter() - started
+        names = {info["name"]: addr for addr, info in self.client.scheduler_info()["workers"].items()}
+        self.a, self.b = names["w0"], names["w1"]
+        self.np = np
+        self.count = 0
+
+    def round_trip(self) -> float:
+        trips = []
+        for i in range(50):
+            t0 = time.perf_counter()
+            self.client.submit(lambda x: x, i, workers=[self.a], pure=False).result()
+            trips.append(time.perf_counter() - t0)
+        return statistics.median(trips[10:])
+
+    def move(self) -> float:
+        np, client = self.np, self.client
+        self.count += 1
+        big = client.submit(lambda n, i: np.ones(n, dtype=np.uint8), SIZE, self.count, workers=[self.a], pure=False)
+        client.submit(lambda x: int(len(x)), big, workers=[self.b], pure=False).result()
+        log = client.run(lambda dask_worker: list(dask_worker.transfer_incoming_log), workers=[self.b])[self.b]
+        del big
+        return log[-1]["duration"]
+
+    def close(self) -> None:
+        self.client.close()
+        self.scheduler.terminate()
+        self.scheduler.wait(10)
+        for worker in self.workers:
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
 
 
 def main() -> None:
@@ -202,45 +222,46 @@ def main() -> None:
             path = os.path.join(folder, name)
             Path(path).write_bytes(pem)
             files.append(path)
-        raw_tcp = raw_stream(hosts, "tcp", files, args.repeat)
-        raw_tls = raw_stream(hosts, "tls", files, args.repeat)
-        secure = ipyworkers_run(hosts, insecure=False, repeat=args.repeat)
-        plain = ipyworkers_run(hosts, insecure=True, repeat=args.repeat)
-        dask = dask_run(hosts, files, args.repeat)
+        systems = {"tls": Ipyworkers(hosts, insecure=False), "tcp": Ipyworkers(hosts, insecure=True)}
+        if have("distributed"):
+            systems["dask"] = Dask(hosts, files)
+        samples: dict[str, list[float]] = {name: [] for name in ("raw tcp", "raw tls", *systems)}
+        try:
+            trips = {name: system.round_trip() for name, system in systems.items()}
+            for r in range(args.repeat):  # interleaved, so a busy moment hits every system alike
+                samples["raw tcp"].append(raw_once(hosts, "tcp", files, 40000 + 2 * r))
+                samples["raw tls"].append(raw_once(hosts, "tls", files, 40001 + 2 * r))
+                for name, system in systems.items():
+                    samples[name].append(system.move())
+        finally:
+            for system in systems.values():
+                system.close()
     finally:
         hosts.close()
-    mbps = SIZE / 2**20
+    best = {name: min(values) for name, values in samples.items()}
+    secure, plain, dask = systems["tls"], systems["tcp"], systems.get("dask")
+    raw_tcp, raw_tls = best["raw tcp"], best["raw tls"]
+    secure_move, plain_move, dask_move = best["tls"], best["tcp"], best.get("dask")
+    mb = SIZE / 2**20
+
+    def rate(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds:.3f} s ({mb / seconds:.0f} MB/s)"
+
     print(textwrap.dedent(f"""
-        Two hosts (network namespaces on a veth bridge), 100 MB = {SIZE} bytes, best of {args.repeat}.
+        Two hosts (network namespaces on a veth bridge); 100 MB = {SIZE} bytes; transfers: best of
+        {args.repeat}, interleaved; round trip: median of 40.
 
         | measurement | ipyworkers TLS | ipyworkers plain TCP | Dask TLS |
         |---|---|---|---|
-        | start 2 workers | {secure['start']:.2f} s | {plain['start']:.2f} s | {_s(dask, 'start')} |
-        | task round trip (median) | {secure['round trip'] * 1e3:.2f} ms | {plain['round trip'] * 1e3:.2f} ms \
-| {_ms(dask)} |
-        | 100 MB worker to worker | {secure['100 MB']:.3f} s ({mbps / secure['100 MB']:.0f} MB/s) \
-| {plain['100 MB']:.3f} s ({mbps / plain['100 MB']:.0f} MB/s) | {_move(dask, mbps)} |
-        | raw stream, same namespaces | TLS: {raw_tls:.3f} s ({mbps / raw_tls:.0f} MB/s) \
-| TCP: {raw_tcp:.3f} s ({mbps / raw_tcp:.0f} MB/s) | TLS: {raw_tls:.3f} s |
-        | share of raw (target) | {raw_tls / secure['100 MB']:.0%} (>= 60%) | {raw_tcp / plain['100 MB']:.0%} (>= 90%) \
-| {_share(dask, raw_tls)} |
+        | start 2 workers | {secure.start:.2f} s | {plain.start:.2f} s | \
+{"-" if dask is None else f"{dask.start:.2f} s"} |
+        | task round trip | {trips["tls"] * 1e3:.2f} ms | {trips["tcp"] * 1e3:.2f} ms | \
+{"-" if dask is None else f"{trips['dask'] * 1e3:.2f} ms"} |
+        | 100 MB worker to worker | {rate(secure_move)} | {rate(plain_move)} | {rate(dask_move)} |
+        | raw stream, same hosts | TLS {rate(raw_tls)} | TCP {rate(raw_tcp)} | TLS {rate(raw_tls)} |
+        | share of raw (target) | {raw_tls / secure_move:.0%} (>= 60%) | {raw_tcp / plain_move:.0%} (>= 90%) | \
+{"-" if dask_move is None else f"{raw_tls / dask_move:.0%}"} |
         """))
-
-
-def _s(d, k):
-    return "-" if d is None else f"{d[k]:.2f} s"
-
-
-def _ms(d):
-    return "-" if d is None else f"{d['round trip'] * 1e3:.2f} ms"
-
-
-def _move(d, mbps):
-    return "-" if d is None else f"{d['100 MB']:.3f} s ({mbps / d['100 MB']:.0f} MB/s)"
-
-
-def _share(d, raw):
-    return "-" if d is None else f"{raw / d['100 MB']:.0%}"
 
 
 if __name__ == "__main__":
