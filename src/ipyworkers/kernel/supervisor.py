@@ -203,7 +203,7 @@ class Supervisor:
         every process this call started (reaped, so no zombie) and raise."""
         launcher = launcher or self.launcher
         ids = list(ids)
-        self.max_id = max(self.max_id, *ids)
+        self.max_id = max([self.max_id, *ids])
         listener = self.listener_for(launcher)
         creds = self.credentials(launcher.insecure) if getattr(launcher, "remote", False) else tls.Credentials(
             self._key)
