@@ -315,11 +315,43 @@ def test_a_worker_with_bad_credentials_cannot_join_but_good_ones_can(hosts, tmp_
     try:
         cluster.start()
         assert [row["host"] for row in cluster.status()] == [hosts.hostname(0)]
-        # Refused by TLS if the kernel was still accepting, else its handshake times out (10 s).
-        out, _ = procs[0].communicate(timeout=20)
+        out, _ = procs[0].communicate(timeout=10)
         assert b"cannot join the coordinator" in out, out
     finally:
         cluster.stop()
+        hosts.reap()
+
+
+def test_a_joiner_that_no_start_waits_for_is_told_so_at_once(joiners, hosts):
+    cluster = joiners([0])
+    argv = shlex.split(cluster.join_command())
+    late = hosts.run(2, [PY, *argv[1:]])
+    out, _ = late.communicate(timeout=15)
+    assert b"refused by the coordinator: no worker of this cluster is waiting to start now" in out, out
+    assert late.returncode != 0 and cluster.member_ids == [1]
+
+
+def test_a_silent_connection_does_not_hold_up_a_start(hosts):
+    """Someone connects to the join port and says nothing: the joiners still get in."""
+    import socket
+
+    silent = []
+
+    def announce(command: str) -> None:
+        port = int(shlex.split(command)[4].rsplit(":", 1)[1])
+        silent.append(socket.create_connection((hosts.bridge_ip, port)))
+        for i in (0, 1):
+            hosts.run(i, [PY, *shlex.split(command)[1:]])
+
+    cluster = Cluster(2, launcher=Join(advertise=hosts.bridge_ip, announce=announce), default_sink=RecordingSink())
+    try:
+        started = time.monotonic()
+        cluster.start()
+        assert time.monotonic() - started < 8, "the silent connection held up the start"
+    finally:
+        cluster.stop()
+        for sock in silent:
+            sock.close()
         hosts.reap()
 
 

@@ -24,6 +24,9 @@ Kernel process (per cluster)
                        task's sink; never runs user code.
   ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks, outside every lock.
   ipyworkers-monitor   polls worker processes for exits and sends heartbeats.
+  ipyworkers-accept    takes connections on a TCP/TLS listener (one per listener).
+  ipyworkers-handshake one per such connection: TLS, the challenge and the hello, so a
+                       silent peer holds up no start (ends within ~15 s at most).
   ipyworkers-spawn     starts worker processes (a long-lived thread, because Linux's
                        parent-death signal follows the thread that forked).
   ipyworkers-dashboard folds events into the timeline and redraws (when shown).

@@ -421,11 +421,20 @@ class Listener:
     def accept(self, timeout: float | None = None, handshake_timeout: float = HANDSHAKE_SECONDS) -> Connection:
         """The next authenticated connection. ``TimeoutError`` if none comes within
         ``timeout``; ``AuthenticationError`` if one came and failed the challenge."""
+        return self.handshake(self.accept_socket(timeout), handshake_timeout)
+
+    def accept_socket(self, timeout: float | None = None) -> socket.socket:
+        """The next connection, not yet authenticated: pass it to ``handshake`` (say, on a
+        thread of its own, so a slow or silent peer holds up no one)."""
         self._sock.settimeout(timeout)
         sock, _ = self._sock.accept()
         sock.settimeout(None)
+        return sock
+
+    def handshake(self, sock: socket.socket, timeout: float = HANDSHAKE_SECONDS) -> Connection:
+        """TLS (if any) and the challenge on an accepted socket; closes it on failure."""
         try:
-            return _authenticated(sock, self._key, True, handshake_timeout, self._tls)
+            return _authenticated(sock, self._key, True, timeout, self._tls)
         except AuthenticationError as exc:
             log.debug("refused a connection on %s: %s", self.address, exc)
             raise

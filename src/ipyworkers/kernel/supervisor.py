@@ -37,6 +37,7 @@ from .. import tls, wire
 from ..errors import AuthenticationError, WireError, WorkerStartError
 from ..protocol import local_versions
 from . import janitor
+from .acceptor import Acceptor, refuse
 from .launchers import JoinSlot, LaunchContext
 from .links import DROPPED, Ticket, WorkerLink
 from .relay import Relay
@@ -86,6 +87,7 @@ class Supervisor:
         self.runtime_dir: Path | None = None
         self._listener: wire.Listener | None = None
         self._network: dict[tuple[str, str], wire.Listener] = {}
+        self._acceptors: dict[int, Acceptor] = {}
         self._session: tls.Session | None = None
         self._credential_files: list[str] = []
         self._janitor: Any = None
@@ -137,8 +139,9 @@ class Supervisor:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        for listener in self._network.values():
-            listener.close()
+        for acceptor in self._acceptors.values():
+            acceptor.close()
+        self._acceptors.clear()
         self._network.clear()
         self._session = None
         janitor.stop(self._janitor)
@@ -163,6 +166,7 @@ class Supervisor:
             listener = wire.Listener(wire.format_address(scheme, host, port), self._key,
                                      backlog=64, tls=creds.context(server=True))
             self._network[(scheme, listen)] = listener
+            self._acceptors[id(listener)] = Acceptor(listener)
         if self._janitor is None:
             self._janitor = self._spawner.submit(janitor.start, self.runtime_dir, os.getpid()).result()
         return listener
@@ -211,6 +215,9 @@ class Supervisor:
                             secrets.token_hex(8), advertise=getattr(launcher, "advertise", None))
         ctx.write_credentials = lambda: self._write_credentials(creds, ctx.connect_address())
         started: dict[int, Any] = {}
+        acceptor = self._acceptors.get(id(listener))
+        if acceptor is not None:
+            acceptor.open()
         try:
             self._launch(launcher, ids, ctx, started)
             handles = self._await_hellos(started, listener, getattr(launcher, "name", "local"))
@@ -218,6 +225,9 @@ class Supervisor:
             for process in started.values():
                 process.terminate(grace=0.2)
             raise
+        finally:
+            if acceptor is not None:
+                acceptor.close_start()
         with self._lock:
             for handle in handles:
                 self.handles[handle.id] = handle
@@ -270,7 +280,10 @@ class Supervisor:
             raise WorkerStartError(f"worker(s) {late} did not report ready within {self.startup_timeout} s; "
                                    f"last output{_on(first)}:\n{first.log_tail()}")
 
-    def _accept_one(self, waiting: dict[int, Any], listener: wire.Listener, kind: str) -> WorkerHandle | None:
+    def _next_hello(self, listener: wire.Listener) -> tuple[wire.Connection, Any] | None:
+        acceptor = self._acceptors.get(id(listener))
+        if acceptor is not None:
+            return acceptor.next(timeout=0.05)
         try:
             conn = listener.accept(timeout=0.05)
         except (TimeoutError, AuthenticationError):
@@ -283,9 +296,16 @@ class Supervisor:
             log.debug("a worker's hello did not arrive: %s", exc)
             conn.close()
             return None
+        return conn, hello
+
+    def _accept_one(self, waiting: dict[int, Any], listener: wire.Listener, kind: str) -> WorkerHandle | None:
+        got = self._next_hello(listener)
+        if got is None:
+            return None
+        conn, hello = got
         wid = _claim(hello, waiting) if isinstance(hello, p.Hello) else None
         if wid is None:
-            _refuse(conn, "no worker of this cluster is waiting to start with that id or launch")
+            refuse(conn, "no worker of this cluster is waiting to start with that id or launch")
             return None
         self._check_versions(hello, conn, wid)
         try:
@@ -309,7 +329,7 @@ class Supervisor:
             if theirs != mine:
                 message = (f"worker {wid} on {hello.host} runs {what} {theirs}, "
                            f"the kernel runs {what} {mine}: they must match")
-                _refuse(conn, message)
+                refuse(conn, message)
                 raise WorkerStartError(message)
 
     # -- links ------------------------------------------------------------------------------------
@@ -448,15 +468,6 @@ def _claim(hello: p.Hello, waiting: dict[int, Any]) -> int | None:
             if waiting[wid].accepts(hello):
                 return wid
     return None
-
-
-def _refuse(conn: wire.Connection, reason: str) -> None:
-    """Tell a worker why it is not taken (it prints that and exits), then close."""
-    try:
-        conn.send(p.Refused(reason))
-    except WireError:
-        pass
-    conn.close()
 
 
 def _on(process: Any) -> str:
