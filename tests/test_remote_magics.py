@@ -15,12 +15,14 @@ from ipyworkers.notebook import remote
     ("8 --mpi", launchers.MPI, 8),
     ("2 --join --listen 0.0.0.0:7000 --advertise head.example", launchers.Join, 2),
     ("2 --ssh a --insecure", launchers.SSH, 2),
+    ("2 --ssh a --python /opt/env/bin/python", launchers.SSH, 2),
 ])
 def test_words_make_the_launcher(line, kind, n):
     got_n, launcher, _ = remote.parse(line.split(), "%workers start")
     assert got_n == n and isinstance(launcher, kind)
     if kind is launchers.SSH:
         assert launcher.hosts[0] in ("gpu1", "a") and launcher.insecure == ("--insecure" in line)
+        assert launcher.python == ("/opt/env/bin/python" if "--python" in line else "python3")
     if kind is launchers.Slurm:
         assert launcher.args == ["-p", "short"]
     if kind is launchers.Join:

@@ -9,7 +9,8 @@
 
 Options for the remote launchers: ``--insecure`` (plain TCP with the HMAC challenge
 only, for trusted fabrics), ``--listen HOST:PORT`` (what the kernel binds; default every
-interface) and ``--advertise HOST[:PORT]`` (the address workers connect to). Anything
+interface), ``--advertise HOST[:PORT]`` (the address workers connect to) and ``--python
+PATH`` (the interpreter on the workers' hosts). Anything
 after ``--`` goes to ``srun``/``sbatch``, ``mpiexec`` or ``ssh``.
 
 Kept apart from ``magics.py``: it only builds launchers from words and parses ids.
@@ -39,12 +40,14 @@ def _parser(prog: str) -> _Parser:
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--listen")
     parser.add_argument("--advertise")
+    parser.add_argument("--python")
     parser.add_argument("--force", action="store_true")
     return parser
 
 
 def wants_remote(words: list[str]) -> bool:
-    return any(w.split("=", 1)[0] in REMOTE_FLAGS + ("--insecure", "--listen", "--advertise") for w in words)
+    return any(w.split("=", 1)[0] in REMOTE_FLAGS + ("--insecure", "--listen", "--advertise", "--python")
+               for w in words)
 
 
 def parse(words: list[str], prog: str) -> tuple[int | None, Any, bool]:
@@ -63,6 +66,8 @@ def launcher_from(args: argparse.Namespace, extra: list[str]) -> Any:
     from ..kernel import launchers
 
     options = {"insecure": args.insecure, "listen": args.listen, "advertise": args.advertise}
+    if args.python:
+        options["python"] = args.python
     if args.ssh:
         return launchers.SSH(args.ssh, ssh_args=extra, **options)
     if args.slurm:
@@ -71,8 +76,9 @@ def launcher_from(args: argparse.Namespace, extra: list[str]) -> Any:
         return launchers.MPI(args=extra, **options)
     if args.join:
         return launchers.Join(**options)
-    if extra or args.insecure or args.listen or args.advertise:
-        raise ValueError("--insecure, --listen, --advertise and '-- ARGS' go with --ssh, --slurm, --mpi or --join")
+    if extra or args.insecure or args.listen or args.advertise or args.python:
+        raise ValueError("--insecure, --listen, --advertise, --python and '-- ARGS' go with --ssh, --slurm, --mpi "
+                         "or --join")
     return None
 
 
