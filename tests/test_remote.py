@@ -230,6 +230,7 @@ def test_kernel_sigkill_takes_remote_workers_down_within_2_s(hosts):
         line = kernel.stdout.readline()
         assert line.startswith("CMD "), line
         argv = shlex.split(line[4:])
+        credentials = argv[argv.index("--credentials") + 1]
         workers = [hosts.run(i, [PY, *argv[1:]]) for i in (0, 1)]
         line = kernel.stdout.readline()
         assert line.startswith("READY"), line
@@ -241,6 +242,10 @@ def test_kernel_sigkill_takes_remote_workers_down_within_2_s(hosts):
         assert not left, f"still running {time.monotonic() - killed:.1f} s after the kernel was killed: {left}"
         for worker in workers:
             worker.wait(5)
+        deadline = time.monotonic() + 2
+        while os.path.exists(credentials) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(credentials), "the janitor did not remove the credentials file"
     finally:
         kernel.kill()
         kernel.wait()
