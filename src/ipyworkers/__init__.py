@@ -8,10 +8,12 @@ The house, by the process that runs each part:
   and their export as per-worker scripts.
 * ``kernel/``: the coordinator in the kernel: ``Cluster`` (the API) over ``Scheduler``
   (dataflow state, sole owner of its lock, no I/O under it) and ``Supervisor``
-  (processes, links, deaths).
+  (processes, links, deaths); ``launchers/`` place workers (here, SSH, Slurm, MPI, or
+  by joining), ``relay.py`` passes values between workers that cannot reach each other.
 * ``worker/``: the worker process, ``python -m ipyworkers.worker``.
 * ``notebook/``: magics, cell outputs, the dashboard and timeline.
-* ``wire.py``, ``protocol.py``, ``serialize.py``, ``errors.py``: shared by both sides.
+* ``wire.py`` (Unix, TCP and TLS links), ``tls.py`` (a CA per session, credentials
+  files), ``protocol.py``, ``serialize.py``, ``errors.py``: shared by both sides.
 
 Threads, each with one owner and one job:
 
@@ -23,9 +25,15 @@ Kernel process (per cluster)
                        task's sink; never runs user code.
   ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks, outside every lock.
   ipyworkers-monitor   polls worker processes for exits and sends heartbeats.
+  ipyworkers-accept    takes connections on a TCP/TLS listener (one per listener).
+  ipyworkers-handshake one per such connection: TLS, the challenge and the hello, so a
+                       silent peer holds up no start (ends within ~15 s at most).
   ipyworkers-spawn     starts worker processes (a long-lived thread, because Linux's
                        parent-death signal follows the thread that forked).
   ipyworkers-dashboard folds events into the timeline and redraws (when shown).
+  Processes besides the workers: a launcher's own (an ssh client per remote worker,
+  mpiexec, srun), and, once remote workers are asked for, a janitor that removes the
+  runtime directory and credential files if the kernel is killed.
 
 Worker process
   main                 runs tasks, one at a time, in arrival order (``TaskRunner``).
@@ -37,7 +45,8 @@ Worker process
   output-flush         flushes captured output every 50 ms.
   channel-flush        sends batched stream messages.
   parent-watch         exits when the parent is gone (besides PR_SET_PDEATHSIG).
-  A forked group guard process kills the worker's process group when the worker dies.
+  A forked group guard process kills the worker's process group when the worker dies
+  (a remote worker first makes a group of its own, so the guard never hits another rank).
 """
 
 from ._version import __version__

@@ -8,8 +8,10 @@ Links and who speaks on them:
 
 * **control** (kernel <-> worker k): the kernel sends ``Peers``, ``Run``, ``Interrupt``,
   ``Forget``, ``Get``, ``Ping``, ``PeerIdle``, ``PeerBusy``, ``PeerLost``, ``Shutdown``; the worker answers
-  ``Hello`` once, then ``Started``, ``Waiting``, ``Fetched``, ``Finished``, ``Unrun``,
-  ``Output``, ``Display``, ``Clear``, ``StreamStats``, ``Value``, ``Pong``.
+  ``Hello`` once (answered by ``Welcome`` or ``Refused``), then ``Started``, ``Waiting``,
+  ``Fetched``, ``Finished``, ``Unrun``, ``Output``, ``Display``, ``Clear``, ``StreamStats``,
+  ``Value``, ``Pong``, ``Relay`` (a value from a worker it cannot reach, which the kernel
+  fetches and passes on as ``Value``).
 * **peer** (worker i -> worker j, opened by i): i sends ``PeerHello`` once, then ``Get``
   and the channel records ``ChanOpen``, ``Chans``, ``ChanClose``, ``ChanAbort``; j answers
   ``Value``, ``Credit`` and ``ChanRefused``.
@@ -131,6 +133,8 @@ class Hello(NamedTuple):
     host: str
     peer_address: str
     versions: dict[str, str]
+    token: str
+    clock: float
 
 
 @message
@@ -279,6 +283,33 @@ class ChanRefused(NamedTuple):
     """The consumer stopped receiving stream ``epoch``: the producer's next send raises."""
     epoch: int
     reason: str
+
+
+# -- joining, and values relayed through the kernel ------------------------------------------------
+
+
+@message
+class Welcome(NamedTuple):
+    """Kernel -> worker, after its ``Hello``: the worker's id (assigned here for a worker
+    that joined with none) and the highest worker id of the cluster."""
+    worker: int
+    n_workers: int
+
+
+@message
+class Refused(NamedTuple):
+    """Kernel -> worker, instead of ``Welcome``: why it was not taken (it then exits)."""
+    reason: str
+
+
+@message
+class Relay(NamedTuple):
+    """Worker -> kernel: this worker cannot reach ``source`` directly; fetch ``name`` at
+    ``version`` from it for me. Answered on the control link by ``Value(req, ...)``."""
+    req: int
+    source: int
+    name: str
+    version: int
 
 
 def local_versions() -> dict[str, str]:

@@ -14,6 +14,14 @@ buffer (a NumPy array, a bytes object) is never joined into one big copy.
 ``multiprocessing.connection`` does: the two ends first run a mutual HMAC-SHA256
 challenge with the session key, on frames capped at ``HANDSHAKE_LIMIT`` bytes, and
 nothing is unpickled before it succeeds. No caller can skip it.
+
+Addresses: ``unix:///path`` (or a bare path), ``tcp://host:port`` and
+``tls://host:port`` (port 0: any free port; ``Listener.address`` is the real one once
+bound). A ``tls://`` link is mutual TLS 1.3 with the session's own CA (``tls.py``), the
+HMAC challenge running inside it; ``tcp://`` is the HMAC challenge alone, for trusted
+fabrics. TLS has no scatter/gather write (``SSLSocket`` has no ``sendmsg``): its frames go
+out as the header and small parts coalesced, then each large part written from its own
+memoryview, never joined.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import mmap
 import os
 import pickle
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Sequence
@@ -44,6 +53,9 @@ LARGE_BUFFER = 1 << 20
 READ_BUFFER = 1 << 18
 NONCE_BYTES = 32
 HANDSHAKE_SECONDS = 10.0
+TLS_COALESCE = 64 << 10
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+SCHEMES = ("unix", "tcp", "tls")
 
 _CHALLENGE = b"ipyworkers-challenge"
 _RESPONSE = b"ipyworkers-response"
@@ -89,6 +101,9 @@ def send_frame(sock: socket.socket, parts: Sequence[Any]) -> None:
     """Send ``parts`` as one frame with scatter/gather writes (no joining)."""
     views = [_flat(p) for p in parts]
     header = COUNT.pack(len(views)) + b"".join(LENGTH.pack(v.nbytes) for v in views)
+    if isinstance(sock, ssl.SSLSocket):
+        _send_tls(sock, header, views)
+        return
     pending = [memoryview(header), *(v for v in views if v.nbytes)]
     while pending:
         sent = sock.sendmsg(pending[:IOV_MAX])
@@ -100,6 +115,25 @@ def send_frame(sock: socket.socket, parts: Sequence[Any]) -> None:
             else:
                 pending[0] = head[sent:]
                 sent = 0
+
+
+def _send_tls(sock: ssl.SSLSocket, header: bytes, views: list[memoryview]) -> None:
+    """Small pieces are gathered into one TLS write (a record each would cost more than
+    the copy); a large part is written from its own memoryview, in place."""
+    small = bytearray(header)
+    for view in views:
+        if view.nbytes < TLS_COALESCE:
+            small += view
+            if len(small) >= TLS_COALESCE:
+                sock.sendall(small)
+                small = bytearray()
+            continue
+        if small:
+            sock.sendall(small)
+            small = bytearray()
+        sock.sendall(view)
+    if small:
+        sock.sendall(small)
 
 
 class FrameReader:
@@ -200,6 +234,50 @@ def authenticate(sock: socket.socket, reader: FrameReader, key: bytes, *, server
         sock.settimeout(previous)
 
 
+
+# -- addresses --------------------------------------------------------------------------------
+
+
+def parse_address(address: str) -> tuple[str, Any]:
+    """``(scheme, target)``: ``("unix", path)`` or ``("tcp"|"tls", (host, port))``."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return "unix", address
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown address scheme {scheme!r} in {address!r} (use unix://, tcp:// or tls://)")
+    if scheme == "unix":
+        return "unix", rest
+    return scheme, split_host_port(rest, address)
+
+
+def split_host_port(text: str, whole: str | None = None) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``; the port is required."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{whole or text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def host_and_port(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``V6`` or ``[V6]:PORT`` (the port is optional)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    return host, int(port) if port else default_port
+
+
+def format_address(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 # -- connections -------------------------------------------------------------------------
 
 
@@ -209,6 +287,14 @@ def tune(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         except OSError:
             pass
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        # Small records (a task, a pong) go out at once; a host that vanishes (power, a
+        # cable) is noticed by the kernel's keepalive in ~25 s, not never.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 class Connection:
@@ -224,6 +310,13 @@ class Connection:
         self._send_lock = threading.Lock()
         self.closed = False
         self.bytes_received = 0
+
+    @property
+    def local_host(self) -> str | None:
+        """The address of this end (an interface's IP), for a network link."""
+        if self.sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        return self.sock.getsockname()[0]
 
     def send(self, msg: Any, parts: Sequence[Any] = ()) -> None:
         head = pickle.dumps(protocol.pack(msg), protocol=5)
@@ -261,9 +354,19 @@ class Connection:
         self.sock.close()
 
 
-def _authenticated(sock: socket.socket, key: bytes, server: bool, timeout: float) -> Connection:
+def _authenticated(sock: socket.socket, key: bytes, server: bool, timeout: float,
+                   tls: ssl.SSLContext | None = None) -> Connection:
+    """TLS first (if any), then the HMAC challenge inside it: a peer without a certificate
+    of this session is refused by TLS, one without the key by the challenge, both before
+    anything of theirs is unpickled."""
     try:
         tune(sock)
+        if tls is not None:
+            sock.settimeout(timeout)
+            try:
+                sock = tls.wrap_socket(sock, server_side=server, do_handshake_on_connect=True)
+            except (ssl.SSLError, OSError) as exc:
+                raise AuthenticationError(f"TLS handshake failed: {exc}") from exc
         reader = FrameReader(sock)
         authenticate(sock, reader, key, server=server, timeout=timeout)
         sock.settimeout(None)
@@ -273,49 +376,97 @@ def _authenticated(sock: socket.socket, key: bytes, server: bool, timeout: float
     return Connection(sock, reader)
 
 
-class Listener:
-    """A bound, listening Unix socket; bound before its address is handed out."""
+def _check_tls(scheme: str, tls: ssl.SSLContext | None, address: str) -> None:
+    if scheme == "tls" and tls is None:
+        raise ValueError(f"{address}: a tls:// address needs the session's TLS credentials")
+    if scheme != "tls" and tls is not None:
+        raise ValueError(f"{address}: TLS credentials given for a link that is not tls://")
 
-    def __init__(self, path: str, key: bytes, backlog: int = 64):
-        self.address = path
+
+class Listener:
+    """A bound, listening socket (Unix, TCP or TLS); bound before its address is handed out.
+
+    ``address`` is the address as bound (for TCP, with the real port); a listener bound to
+    all interfaces has ``0.0.0.0`` there, and whoever hands it out says which host to use.
+    """
+
+    def __init__(self, address: str, key: bytes, backlog: int = 64, tls: ssl.SSLContext | None = None):
+        scheme, target = parse_address(address)
+        _check_tls(scheme, tls, address)
+        self.scheme = scheme
         self._key = key
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._tls = tls
+        self._path: str | None = None
+        if scheme == "unix":
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            self._sock = socket.socket(_family(target[0]), socket.SOCK_STREAM)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self._sock.bind(path)
+            self._sock.bind(target)
             self._sock.listen(backlog)
         except BaseException:
             self._sock.close()
             raise
+        if scheme == "unix":
+            self.address = self._path = target
+        else:
+            host, port = self._sock.getsockname()[:2]
+            self.address = format_address(scheme, host, port)
+
+    @property
+    def port(self) -> int | None:
+        return None if self._path is not None else self._sock.getsockname()[1]
 
     def accept(self, timeout: float | None = None, handshake_timeout: float = HANDSHAKE_SECONDS) -> Connection:
         """The next authenticated connection. ``TimeoutError`` if none comes within
         ``timeout``; ``AuthenticationError`` if one came and failed the challenge."""
+        return self.handshake(self.accept_socket(timeout), handshake_timeout)
+
+    def accept_socket(self, timeout: float | None = None) -> socket.socket:
+        """The next connection, not yet authenticated: pass it to ``handshake`` (say, on a
+        thread of its own, so a slow or silent peer holds up no one)."""
         self._sock.settimeout(timeout)
         sock, _ = self._sock.accept()
         sock.settimeout(None)
+        return sock
+
+    def handshake(self, sock: socket.socket, timeout: float = HANDSHAKE_SECONDS) -> Connection:
+        """TLS (if any) and the challenge on an accepted socket; closes it on failure."""
         try:
-            return _authenticated(sock, self._key, True, handshake_timeout)
+            return _authenticated(sock, self._key, True, timeout, self._tls)
         except AuthenticationError as exc:
             log.debug("refused a connection on %s: %s", self.address, exc)
             raise
 
     def close(self) -> None:
-        self._sock.close()
         try:
-            os.unlink(self.address)
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._sock.close()
+        if self._path is not None:
+            try:
+                os.unlink(self._path)
+            except OSError:
+                pass
 
 
-def connect(address: str, key: bytes, timeout: float = HANDSHAKE_SECONDS) -> Connection:
+def connect(address: str, key: bytes, timeout: float = HANDSHAKE_SECONDS,
+            tls: ssl.SSLContext | None = None) -> Connection:
     """An authenticated connection to the ``Listener`` at ``address``."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    conn = _authenticated(sock, key, False, timeout)
+    scheme, target = parse_address(address)
+    _check_tls(scheme, tls, address)
+    if scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(target)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(target, timeout=timeout)
+    conn = _authenticated(sock, key, False, timeout, tls)
     log.debug("connected to %s", address)
     return conn

@@ -21,7 +21,7 @@ from ..plan.analysis import CodeNames
 from ..plan.dataflow import KERNEL
 from ..serialize import dumps_value, loads_value
 from . import events as ev
-from . import moves, parallel_cells
+from . import members, moves, parallel_cells
 from .callbacks import CallbackThread
 from .code import WORKER_NAMES, names_of
 from .code import label as label_of
@@ -69,14 +69,12 @@ class Cluster:
                  namespace: dict[str, Any] | None = None, startup_timeout: float = STARTUP_TIMEOUT,
                  colors: str = "nocolor", default_sink: Sink | None = None, force: bool = False):
         n = (os.cpu_count() or 1) if n_workers is None else n_workers
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ClusterError(f"number of workers must be a whole number >= 1, not {n_workers!r}")
-        if n > max_workers() and not force:
-            raise ClusterError(
-                f"{n} workers is more than {max_workers()} (4 per CPU on this machine), and each is a "
-                f"process of its own; to start them anyway, pass force=True (%workers start {n} --force)")
-        self.n_workers = n
         self.launcher = launcher or LocalLauncher()
+        members.check_count(n, self.launcher, force, n_workers)
+        self._initial = n
+        self._members: list[int] = []
+        self._launcher_of: dict[int, Any] = {}
+        self._force = force
         self.namespace: dict[str, Any] = {} if namespace is None else namespace
         self.hidden_names: Any = set()
         self.startup_timeout = startup_timeout
@@ -110,8 +108,18 @@ class Cluster:
         return self._running
 
     @property
+    def n_workers(self) -> int:
+        """How many workers this cluster has (those that died and were not removed included)."""
+        return len(self._members) if self._members else self._initial
+
+    @property
+    def member_ids(self) -> list[int]:
+        """The ids of this cluster's workers: 1..n at start, then as ``add``/``remove`` leave them."""
+        return sorted(self._members)
+
+    @property
     def worker_ids(self) -> list[int]:
-        return sorted(w for w in range(1, self.n_workers + 1) if self._supervisor.alive(w))
+        return sorted(w for w in self._members if self._supervisor.alive(w))
 
     @property
     def runtime_dir(self) -> Any:
@@ -137,8 +145,9 @@ class Cluster:
         self._callbacks = CallbackThread()
         self._scheduler._callbacks = self._callbacks
         self._supervisor.open()
+        self._members = []
         try:
-            self._add_workers(range(1, self.n_workers + 1))
+            self._add_workers(self._supervisor.next_ids(self._initial), self.launcher)
         except BaseException:
             self._supervisor.stop()
             self._callbacks.stop()
@@ -147,9 +156,12 @@ class Cluster:
         _live_clusters.add(self)
         return self
 
-    def _add_workers(self, ids: Iterable[int]) -> None:
-        for handle in self._supervisor.spawn(ids):
+    def _add_workers(self, ids: Iterable[int], launcher: Any) -> None:
+        for handle in self._supervisor.spawn(ids, launcher):
             self._scheduler.add_worker(handle.id, handle.peer_address)
+            self._launcher_of[handle.id] = launcher
+            if handle.id not in self._members:
+                self._members.append(handle.id)
             self.events.record(ev.WORKER_STARTED, worker=handle.id, pid=handle.pid)
         table = self._scheduler.peer_addresses()
         for wid in table:
@@ -176,7 +188,27 @@ class Cluster:
             self._supervisor.retire(wid)
             self._apply(self._scheduler.remove_worker(wid, f"worker {wid} was restarted"))
             self.events.record(ev.WORKER_STOPPED, worker=wid)
-        self._add_workers(targets)
+        by_launcher: dict[int, tuple[Any, list[int]]] = {}
+        for wid in targets:
+            launcher = self._launcher_of.get(wid, self.launcher)
+            by_launcher.setdefault(id(launcher), (launcher, []))[1].append(wid)
+        for launcher, wids in by_launcher.values():
+            self._add_workers(wids, launcher)
+
+    def add(self, n: int, launcher: Any = None) -> list[int]:
+        """Start ``n`` more workers (with ``launcher``, default the cluster's own); they get
+        the next ids. Names held by the other workers stay where they are. Returns the ids."""
+        return members.add(self, n, launcher)
+
+    def remove(self, ids: Iterable[int] | int) -> list[str]:
+        """Stop these workers for good; their ids are not reused. Returns the names whose
+        only copy they held (those are lost: read them first, or ``send`` them elsewhere)."""
+        return members.remove(self, ids)
+
+    def join_command(self) -> str | None:
+        """The command a host runs to join, once a ``Join`` launcher has started: it names
+        the address and the 0600 credentials file, never a secret."""
+        return members.join_command(self)
 
     def interrupt(self, ids: Iterable[int] | int | None = None, wait: float = INTERRUPT_WAIT) -> dict[int, str]:
         """KeyboardInterrupt in what these workers run, or wait for inputs for; they keep their
@@ -211,14 +243,15 @@ class Cluster:
         """A row per worker: id, pid, host, state, current task, queued count, names held."""
         work = self._scheduler.worker_rows()
         rows = []
-        for wid in range(1, self.n_workers + 1):
+        for wid in self.member_ids:
             proc = self._supervisor.row(wid)
             if proc is None or proc["lost"] or wid not in work:
                 rows.append({"id": wid, "pid": None, "host": "", "state": "dead", "task": None, "queued": 0,
                              "names": []})
                 continue
             rows.append({"id": wid, "pid": proc["pid"], "host": proc["host"],
-                         "state": _state(wid, proc, work[wid]), **work[wid]})
+                         "state": _state(wid, proc, work[wid]), **work[wid], "launcher": proc["launcher"],
+                         "relayed_from": proc["relayed_from"]})
         return rows
 
     # -- submitting work -----------------------------------------------------------------------
@@ -439,16 +472,17 @@ class Cluster:
     def check_ids(self, ids: Iterable[int] | int | None, allow_all: bool = True) -> list[int]:
         """Validate worker ids: every one must name a worker of this cluster (and, where
         work is sent, a live one)."""
+        known = self.member_ids if self._members else list(range(1, self._initial + 1))
         if ids is None:
             if not allow_all:
                 raise ClusterError("name at least one worker")
-            return list(range(1, self.n_workers + 1))
+            return known
         values = [ids] if isinstance(ids, int) else list(ids)
         if not values:
             raise ClusterError("name at least one worker")
-        bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= self.n_workers]
+        bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or v not in known]
         if bad:
-            raise ClusterError(f"no worker {bad[0]!r}: this cluster has workers 1..{self.n_workers}")
+            raise ClusterError(f"no worker {bad[0]!r}: this cluster has workers {members.ranges(known)}")
         dead = [v for v in values if not self._supervisor.alive(v)]
         if dead and not allow_all:
             raise ClusterError(f"worker {dead[0]} is dead: restart it first (%workers restart {dead[0]})")

@@ -77,7 +77,7 @@ def pull(cluster: Cluster, names: str | Iterable[str], frm: int | None = None,
     check_names(names)
     if frm is not None:
         cluster.check_ids(frm, allow_all=False)
-    alive = {w for w in range(1, cluster.n_workers + 1) if cluster._supervisor.alive(w)}
+    alive = set(cluster.worker_ids)
     requests = []
     try:
         for name in names:

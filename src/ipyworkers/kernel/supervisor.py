@@ -5,6 +5,11 @@ one broken worker cannot take the directory from the others). Startup is ordered
 listener is bound before any worker is told where it is, and a start that fails or is
 interrupted part way stops every process it started, reaped, before it raises.
 
+Workers beyond this machine connect to a TCP listener (mutual TLS with the session's
+own CA, made on first need; plain TCP only for a launcher marked ``insecure``), one per
+distinct ``listen`` setting, bound on first use. Every worker, local or remote, passes
+the same checks at its hello: the launch it claims, then the versions.
+
 A worker's death is seen as its link closing, or by the monitor thread polling the
 processes; a worker that answers neither a heartbeat nor an interrupt for
 ``UNRESPONSIVE_SECONDS`` (stopped, or stuck in C code holding the GIL) is marked
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -27,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol as p
-from .. import wire
+from .. import tls, wire
 from ..errors import AuthenticationError, WireError, WorkerStartError
 from ..protocol import local_versions
-from .launchers import WorkerProcess
+from . import janitor
+from .acceptor import Acceptor, refuse
+from .launchers import JoinSlot, LaunchContext
 from .links import DROPPED, SENT, Ticket, WorkerLink
+from .relay import Relay
 
 log = logging.getLogger("ipyworkers.kernel")
 
@@ -40,13 +49,14 @@ MONITOR_SECONDS = 0.2
 PING_SECONDS = 1.0
 UNRESPONSIVE_SECONDS = 2.0
 HELLO_SECONDS = 5.0
+CREDENTIALS_DIR = "~/.ipyworkers"
 UP, LOST, STOPPING = "up", "lost", "stopping"
 
 
 @dataclass
 class WorkerHandle:
     id: int
-    process: WorkerProcess
+    process: Any
     link: WorkerLink
     pid: int
     host: str
@@ -57,6 +67,9 @@ class WorkerHandle:
     ping_seq: int = 0
     last_pong: float = 0.0
     unresponsive: bool = False
+    launcher: str = "local"
+    clock_offset: float = 0.0
+    """Add to a time this worker reports to get the kernel's clock (0 on this host)."""
 
 
 class Supervisor:
@@ -69,10 +82,18 @@ class Supervisor:
         self._on_message = on_message
         self._on_lost = on_lost
         self.handles: dict[int, WorkerHandle] = {}
+        self.max_id = 0
+        self.credentials_dir = CREDENTIALS_DIR
         self._lock = threading.Lock()
         self._key = b""
         self.runtime_dir: Path | None = None
         self._listener: wire.Listener | None = None
+        self._network: dict[tuple[str, str], wire.Listener] = {}
+        self._acceptors: dict[int, Acceptor] = {}
+        self._session: tls.Session | None = None
+        self._credential_files: list[str] = []
+        self._janitor: Any = None
+        self.relay = Relay(self.post, self.alive)
         self._spawner: ThreadPoolExecutor | None = None
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -109,6 +130,7 @@ class Supervisor:
         for handle in handles:
             handle.process.terminate(grace=STOP_GRACE)
             handle.link.close()
+        self._drop_credentials()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(timeout=2)
         if self._spawner is not None:
@@ -119,24 +141,95 @@ class Supervisor:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        for acceptor in self._acceptors.values():
+            acceptor.close()
+        self._acceptors.clear()
+        self._network.clear()
+        self._session = None
+        janitor.stop(self._janitor)
+        self._janitor = None
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             self.runtime_dir = None
 
+    # -- listeners and credentials ------------------------------------------------------------
+
+    def listener_for(self, launcher: Any) -> wire.Listener:
+        """The Unix listener for local workers; a TCP/TLS one (bound on first use, every
+        interface unless the launcher says) for the others."""
+        if not getattr(launcher, "remote", False):
+            return self._listener
+        scheme = "tcp" if launcher.insecure else "tls"
+        listen = launcher.listen or "0.0.0.0:0"
+        listener = self._network.get((scheme, listen))
+        if listener is None:
+            host, port = wire.split_host_port(listen if ":" in listen else f"{listen}:0")
+            creds = self.credentials(launcher.insecure, coordinator=True)
+            listener = wire.Listener(wire.format_address(scheme, host, port), self._key,
+                                     backlog=64, tls=creds.context(server=True))
+            self._network[(scheme, listen)] = listener
+            self._acceptors[id(listener)] = Acceptor(listener)
+        if self._janitor is None:
+            self._janitor = self._spawner.submit(janitor.start, self.runtime_dir, os.getpid()).result()
+        return listener
+
+    def credentials(self, insecure: bool, coordinator: bool = False) -> tls.Credentials:
+        """The session's credentials (its CA made on first need): the key alone if insecure."""
+        if insecure:
+            return tls.Credentials(self._key)
+        if self._session is None:
+            self._session = tls.new_session(self._key)
+        return self._session.coordinator if coordinator else self._session.worker
+
+    def _write_credentials(self, creds: tls.Credentials, address: str) -> str:
+        folder = os.path.expanduser(self.credentials_dir)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, f"session-{os.getpid()}-{secrets.token_hex(6)}.cred")
+        creds.write(path, address)
+        self._credential_files.append(path)
+        with open(self.runtime_dir / "cleanup", "a") as listed:
+            listed.write(path + "\n")
+        return path
+
+    def _drop_credentials(self) -> None:
+        for path in self._credential_files:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._credential_files.clear()
+
     # -- starting workers ---------------------------------------------------------------------
 
-    def spawn(self, ids: Iterable[int]) -> list[WorkerHandle]:
+    def next_ids(self, count: int) -> list[int]:
+        return list(range(self.max_id + 1, self.max_id + 1 + count))
+
+    def spawn(self, ids: Iterable[int], launcher: Any = None) -> list[WorkerHandle]:
         """Start workers and wait until each says hello; on any failure or interrupt, stop
         every process this call started (reaped, so no zombie) and raise."""
-        started: dict[int, WorkerProcess] = {}
+        launcher = launcher or self.launcher
+        ids = list(ids)
+        self.max_id = max([self.max_id, *ids])
+        listener = self.listener_for(launcher)
+        creds = self.credentials(launcher.insecure) if getattr(launcher, "remote", False) else tls.Credentials(
+            self._key)
+        ctx = LaunchContext(listener.address, creds, self.runtime_dir, self.colors, self.max_id,
+                            secrets.token_hex(8), advertise=getattr(launcher, "advertise", None))
+        ctx.write_credentials = lambda: self._write_credentials(creds, ctx.connect_address())
+        started: dict[int, Any] = {}
+        acceptor = self._acceptors.get(id(listener))
+        if acceptor is not None:
+            acceptor.open()
         try:
-            for wid in ids:
-                self._launch(wid, started)
-            handles = self._await_hellos(started)
+            self._launch(launcher, ids, ctx, started)
+            handles = self._await_hellos(started, listener, getattr(launcher, "name", "local"))
         except BaseException:
             for process in started.values():
                 process.terminate(grace=0.2)
             raise
+        finally:
+            if acceptor is not None:
+                acceptor.close_start()
         with self._lock:
             for handle in handles:
                 self.handles[handle.id] = handle
@@ -144,30 +237,31 @@ class Supervisor:
             handle.link.start()
         return handles
 
-    def _launch(self, wid: int, started: dict[int, WorkerProcess]) -> None:
+    def _launch(self, launcher: Any, ids: list[int], ctx: LaunchContext, started: dict[int, Any]) -> None:
         """Processes are started from one long-lived thread: Linux's parent-death signal
         fires when the *thread* that forked a child ends, so it must not be a thread
         that ends before the kernel does."""
-        future: Future = self._spawner.submit(
-            self.launcher.launch, wid, self.n_workers, self._listener.address, self._key,
-            self.runtime_dir, self.colors)
+        future: Future = self._spawner.submit(launcher.start, ids, ctx, started)
         try:
-            started[wid] = future.result()
+            future.result()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise WorkerStartError(f"the {getattr(launcher, 'name', 'worker')} launcher could not start "
+                                   f"worker(s) {', '.join(map(str, ids))}: {exc}") from exc
         except BaseException:
             try:
-                started[wid] = future.result(timeout=10)
+                future.result(timeout=10)
             except BaseException:
                 pass
             raise
 
-    def _await_hellos(self, started: dict[int, WorkerProcess]) -> list[WorkerHandle]:
+    def _await_hellos(self, started: dict[int, Any], listener: wire.Listener, kind: str) -> list[WorkerHandle]:
         deadline = time.monotonic() + self.startup_timeout
         waiting = dict(started)
         handles: list[WorkerHandle] = []
         try:
             while waiting:
                 self._check_startup(waiting, deadline)
-                handle = self._accept_one(waiting)
+                handle = self._accept_one(waiting, listener, kind)
                 if handle is not None:
                     handles.append(handle)
                     del waiting[handle.id]
@@ -177,19 +271,23 @@ class Supervisor:
             raise
         return handles
 
-    def _check_startup(self, waiting: dict[int, WorkerProcess], deadline: float) -> None:
+    def _check_startup(self, waiting: dict[int, Any], deadline: float) -> None:
         for wid, process in waiting.items():
             if process.poll() is not None:
-                raise WorkerStartError(f"worker {wid} exited during startup ({process.exit_description()}); "
-                                       f"its last output:\n{process.log_tail()}")
+                raise WorkerStartError(f"worker {wid}{_on(process)} exited during startup "
+                                       f"({process.exit_description()}); its last output:\n{process.log_tail()}")
         if time.monotonic() > deadline:
             late = ", ".join(map(str, sorted(waiting)))
+            first = waiting[min(waiting)]
             raise WorkerStartError(f"worker(s) {late} did not report ready within {self.startup_timeout} s; "
-                                   f"last output:\n{waiting[min(waiting)].log_tail()}")
+                                   f"last output{_on(first)}:\n{first.log_tail()}")
 
-    def _accept_one(self, waiting: dict[int, WorkerProcess]) -> WorkerHandle | None:
+    def _next_hello(self, listener: wire.Listener) -> tuple[wire.Connection, Any] | None:
+        acceptor = self._acceptors.get(id(listener))
+        if acceptor is not None:
+            return acceptor.next(timeout=0.05)
         try:
-            conn = self._listener.accept(timeout=0.05)
+            conn = listener.accept(timeout=0.05)
         except (TimeoutError, AuthenticationError):
             return None
         try:
@@ -200,23 +298,41 @@ class Supervisor:
             log.debug("a worker's hello did not arrive: %s", exc)
             conn.close()
             return None
-        process = waiting.get(hello.worker) if isinstance(hello, p.Hello) else None
-        if process is None or process.pid != hello.pid:
+        return conn, hello
+
+    def _accept_one(self, waiting: dict[int, Any], listener: wire.Listener, kind: str) -> WorkerHandle | None:
+        got = self._next_hello(listener)
+        if got is None:
+            return None
+        conn, hello = got
+        wid = _claim(hello, waiting) if isinstance(hello, p.Hello) else None
+        if wid is None:
+            refuse(conn, "no worker of this cluster is waiting to start with that id or launch")
+            return None
+        self._check_versions(hello, conn, wid)
+        try:
+            conn.send(p.Welcome(wid, self.max_id))
+        except WireError:
             conn.close()
             return None
-        self._check_versions(hello, conn)
-        link = WorkerLink(hello.worker, conn, self._on_message, self._on_link_closed)
-        return WorkerHandle(hello.worker, process, link, hello.pid, hello.host, hello.peer_address)
+        process = waiting[wid]
+        if isinstance(process, JoinSlot):
+            process.pid, process.host = hello.pid, hello.host
+        link = WorkerLink(wid, conn, self._on_worker_message, self._on_link_closed)
+        offset = 0.0 if conn.local_host is None else time.monotonic() - hello.clock
+        return WorkerHandle(wid, process, link, hello.pid, hello.host, hello.peer_address, launcher=kind,
+                            clock_offset=offset)
 
     @staticmethod
-    def _check_versions(hello: p.Hello, conn: wire.Connection) -> None:
+    def _check_versions(hello: p.Hello, conn: wire.Connection, wid: int) -> None:
         ours = local_versions()
         for what, mine in ours.items():
             theirs = hello.versions.get(what)
             if theirs != mine:
-                conn.close()
-                raise WorkerStartError(f"worker {hello.worker} on {hello.host} runs {what} {theirs}, "
-                                       f"the kernel runs {what} {mine}: they must match")
+                message = (f"worker {wid} on {hello.host} runs {what} {theirs}, "
+                           f"the kernel runs {what} {mine}: they must match")
+                refuse(conn, message)
+                raise WorkerStartError(message)
 
     # -- links ------------------------------------------------------------------------------------
 
@@ -257,11 +373,24 @@ class Supervisor:
             handle.ping_sent = None
             handle.unresponsive = False
 
+    def _on_worker_message(self, wid: int, msg: Any, parts: list) -> None:
+        handle = self.handles.get(wid)
+        if handle is not None and handle.clock_offset and type(msg) in _TIMES:
+            msg = _shift(msg, handle.clock_offset)
+        if isinstance(msg, p.Relay):
+            self.relay.request(wid, msg)
+        elif not (isinstance(msg, p.Value) and self.relay.answer(msg, parts)):
+            self._on_message(wid, msg, parts)
+
     # -- deaths and restarts ------------------------------------------------------------------------
 
     def _on_link_closed(self, wid: int, reason: str) -> None:
         handle = self.handles.get(wid)
-        if handle is not None and handle.state == UP:
+        if handle is None:
+            return
+        if getattr(handle.process, "link_is_life", False):
+            handle.process.terminate(grace=0)
+        if handle.state == UP:
             self._lose(handle)
 
     def _lose(self, handle: WorkerHandle) -> None:
@@ -269,11 +398,12 @@ class Supervisor:
             if handle.state != UP or self._stopping.is_set():
                 return
             handle.state = LOST
-        handle.process.wait(timeout=2.0)
+        handle.process.wait(timeout=0.0 if getattr(handle.process, "link_is_life", False) else 2.0)
         how = handle.process.exit_description()
         handle.process.signal_group(signal.SIGKILL)
         handle.link.close()
         log.debug("worker %d died (%s)", handle.id, how)
+        self.relay.lost(handle.id)
         self._on_lost(handle.id, f"worker {handle.id} died ({how})")
 
     def retire(self, wid: int) -> None:
@@ -283,8 +413,11 @@ class Supervisor:
         if handle is None:
             return
         handle.state = STOPPING
+        handle.link.post(p.Shutdown())
+        handle.process.wait(STOP_GRACE if getattr(handle.process, "link_is_life", False) else 0.0)
         handle.process.terminate(grace=STOP_GRACE)
-        handle.link.close()
+        handle.link.close(flush_seconds=0.5)
+        self.relay.lost(wid)
 
     def forget(self, wid: int) -> None:
         with self._lock:
@@ -327,4 +460,34 @@ class Supervisor:
         if handle is None:
             return None
         return {"pid": handle.pid, "host": handle.host, "lost": handle.state != UP,
-                "unresponsive": handle.unresponsive and handle.state == UP}
+                "unresponsive": handle.unresponsive and handle.state == UP, "launcher": handle.launcher,
+                "address": handle.peer_address, "relayed_from": sorted(self.relay.routes.get(wid, ()))}
+
+
+_TIMES: dict[type, tuple[str, ...]] = {p.Started: ("at",), p.Unrun: ("at",), p.Fetched: ("t0", "t1"),
+                                        p.Finished: ("t0", "t1"), p.StreamStats: ("t0", "t1"), p.Value: ("info",)}
+
+
+def _shift(msg: Any, offset: float) -> Any:
+    """A remote worker's monotonic clock is its own: its times, in the kernel's clock
+    (offset taken at its hello; off by the hello's one-way delay, well under a ms on a LAN)."""
+    if isinstance(msg, p.Value) and (msg.status != "ok" or not isinstance(msg.info, float)):
+        return msg
+    return msg._replace(**{name: getattr(msg, name) + offset for name in _TIMES[type(msg)]})
+
+
+def _claim(hello: p.Hello, waiting: dict[int, Any]) -> int | None:
+    """The id a hello takes: the one it names, if the launch it names waits for it; or, for
+    a worker that joined with no id, the lowest id waiting for a joiner."""
+    if hello.worker and hello.worker in waiting and waiting[hello.worker].accepts(hello):
+        return hello.worker
+    if not hello.worker:
+        for wid in sorted(waiting):
+            if waiting[wid].accepts(hello):
+                return wid
+    return None
+
+
+def _on(process: Any) -> str:
+    host = getattr(process, "host", "")
+    return f" on {host}" if host else ""

@@ -139,7 +139,7 @@ def status_html(rows: list[dict[str, Any]]) -> str:
     from .magics import STATE_COLOURS, state_kind
 
     head = "".join(f"<th style='text-align:left;padding:0 .8em 0 0'>{c}</th>"
-                   for c in ("worker", "pid", "state", "task", "names"))
+                   for c in ("worker", "host", "pid", "state", "task", "names"))
     body = []
     for row in rows:
         names = row.get("names") or []
@@ -149,8 +149,15 @@ def status_html(rows: list[dict[str, Any]]) -> str:
         if row.get("queued"):
             task += f" (+{row['queued']} queued)"
         body.append(
-            f"<tr><td>{row['id']}</td><td>{row['pid'] or '-'}</td>"
+            f"<tr><td>{row['id']}</td><td>{html.escape(_host(row))}</td><td>{row['pid'] or '-'}</td>"
             f"<td style='color:{colour}'>{html.escape(row['state'])}</td><td>{html.escape(task)}</td>"
             f"<td>{len(names)}{': ' + html.escape(shown) if names else ''}</td></tr>"
         )
     return f"<table class='ipyworkers-status'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _host(row: dict[str, Any]) -> str:
+    """The worker's host, and the workers it reaches only through the kernel, if any."""
+    host = row.get("host") or "-"
+    relayed = row.get("relayed_from") or []
+    return f"{host} (via kernel from {', '.join(map(str, relayed))})" if relayed else host

@@ -25,11 +25,13 @@ from ..kernel.cluster import Cluster, max_workers
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
 from ..plan.export import ExportError
+from . import remote
 from .outputs import CellOutput, QueueSink, running_cell_number
 
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")
-WORKERS_ACTIONS = ("start", "stop", "restart", "interrupt", "status")
-WORKERS_USAGE = "%workers start [N] [--force] | stop | restart [ID ...] | interrupt [ID ...] | status"
+WORKERS_ACTIONS = ("start", "add", "remove", "stop", "restart", "interrupt", "status")
+WORKERS_USAGE = ("%workers start [N] [--force] [--ssh HOSTS | --slurm | --mpi | --join] [--insecure] [-- ARGS] | "
+                 "add N [--ssh HOSTS | ...] | remove ID ... | stop | restart [ID ...] | interrupt [ID ...] | status")
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -145,6 +147,8 @@ class StatusTable:
             return f"{len(names)}: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}" if names else "0"
         if column == "task" and row.get("queued"):
             return f"{value or '-'} (+{row['queued']} queued)"
+        if column == "host" and row.get("relayed_from"):
+            return f"{value} (via kernel from {', '.join(map(str, row['relayed_from']))})"
         return "-" if value is None or value == "" else str(value)
 
     def __repr__(self) -> str:
@@ -186,7 +190,9 @@ class WorkerMagics(Magics):
     # -- lifecycle ---------------------------------------------------------------------------
 
     @magic_arguments()
-    @kwds(usage="%(prog)s start [N] [--force]\n  %%%(prog)s stop\n  %%%(prog)s restart [ID ...]\n"
+    @kwds(usage="%(prog)s start [N] [--force] [--ssh HOSTS | --slurm | --mpi | --join] [-- ARGS]\n"
+                "  %%%(prog)s add N [--ssh HOSTS | --slurm | --mpi | --join] [-- ARGS]\n"
+                "  %%%(prog)s remove ID [ID ...]\n  %%%(prog)s stop\n  %%%(prog)s restart [ID ...]\n"
                 "  %%%(prog)s interrupt [ID ...]\n  %%%(prog)s status")
     @argument("action", type=_workers_action, help=" | ".join(WORKERS_ACTIONS))
     @argument("numbers", nargs="*", metavar="N|ID", default=[],
@@ -195,6 +201,7 @@ class WorkerMagics(Magics):
     @argument("--force", action="store_true",
               help=f"start: start more than {max_workers()} workers (4 per CPU, at least 8), each a process "
                    "of its own")
+    @remote.arguments
     @line_magic
     def workers(self, line: str) -> Any:
         """Start, stop, restart or interrupt the worker processes, or show what they do.
@@ -206,12 +213,28 @@ class WorkerMagics(Magics):
                               the way out for a worker that is stuck or unresponsive
         interrupt [ID ...]    KeyboardInterrupt in what these workers (default: all) run or
                               wait for, waiting up to 2 s, then say for each what happened
-        status                a row per worker: pid, state (idle, busy, waiting for a
+        status                a row per worker: host, pid, state (idle, busy, waiting for a
                               variable, unresponsive, dead), task, variables held
+        add N                 grow a running cluster by N workers (local, or placed by a launcher)
+        remove ID ...         stop these workers for good; the names only they held are lost
+
+        Workers on other hosts (start and add): --ssh HOST[,HOST...] (through your ssh
+        config), --slurm (srun in an allocation, else sbatch), --mpi (mpiexec), --join
+        (prints the command to run on any host). Their links are mutual TLS 1.3 with a
+        certificate authority made for the session; --insecure uses plain TCP with the
+        session-key challenge only. --listen HOST:PORT, --advertise HOST[:PORT], --python
+        PATH; anything after -- goes to ssh, srun/sbatch or mpiexec.
         """
+        line, extra = remote.split_passthrough(line)
         args = _parse(self.workers, line)
         if args.force and args.action != "start":
             raise UsageError(f"%workers {args.action}: --force goes only with start")
+        try:
+            args.launcher = remote.launcher_from(args, extra)
+        except ValueError as exc:
+            raise UsageError(f"%workers {args.action}: {exc}") from None
+        if args.launcher is not None and args.action not in ("start", "add"):
+            raise UsageError(f"%workers {args.action}: where workers start goes only with start and add")
         return getattr(self, f"_workers_{args.action}")(args.numbers, args)
 
     def _workers_start(self, numbers: list[str], args: argparse.Namespace) -> Any:
@@ -230,7 +253,8 @@ class WorkerMagics(Magics):
                 f"%workers start: {n} workers is more than this machine's limit of {max_workers()} (4 per CPU, "
                 f"at least 8), and each is a process of its own; to start them anyway: %workers start {n} --force")
         try:
-            cluster = Cluster(n, namespace=self.shell.user_ns, colors=_colors(self.shell), force=args.force)
+            cluster = Cluster(n, namespace=self.shell.user_ns, colors=_colors(self.shell), force=args.force,
+                              launcher=args.launcher)
         except ClusterError as exc:
             raise UsageError(f"%workers start: {exc}") from None
         cluster.hidden_names = _HiddenNames(self.shell)
@@ -279,6 +303,30 @@ class WorkerMagics(Magics):
             print("no worker was busy")
         for wid, outcome in sorted(report.items()):
             print(_outcome_line(wid, outcome))
+
+    def _workers_add(self, numbers: list[str], args: argparse.Namespace) -> Any:
+        cluster = self._cluster()
+        if len(numbers) != 1 or not numbers[0].isdigit() or int(numbers[0]) < 1:
+            raise UsageError("%workers add: say how many: %workers add N [--ssh HOSTS | --slurm | --mpi | --join]")
+        try:
+            ids = cluster.add(int(numbers[0]), args.launcher)
+        except ClusterError as exc:
+            raise UsageError(f"%workers add: {exc}") from None
+        print(f"added worker(s) {', '.join(map(str, ids))}")
+        return StatusTable(cluster.status())
+
+    def _workers_remove(self, numbers: list[str], args: argparse.Namespace) -> Any:
+        cluster = self._cluster()
+        ids = self._ids(numbers, "remove")
+        if not ids:
+            raise UsageError("%workers remove: name the workers to remove: %workers remove ID [ID ...]")
+        try:
+            lost = cluster.remove(ids)
+        except ClusterError as exc:
+            raise UsageError(f"%workers remove: {exc}") from None
+        print(f"removed worker(s) {', '.join(map(str, ids))}"
+              + (f"; lost with them (held nowhere else): {', '.join(lost)}" if lost else ""))
+        return StatusTable(cluster.status())
 
     def _workers_status(self, numbers: list[str], args: argparse.Namespace) -> Any:
         if numbers:

@@ -4,6 +4,14 @@ The main thread runs tasks (``TaskRunner``); IO threads keep serving while it do
 The worker exits when its control link closes or its parent dies, and takes its
 process group (user subprocesses too) with it. It never touches the session's
 runtime directory beyond its own socket: that directory is the kernel's.
+
+A local worker is a child of the kernel (``--parent-pid``, ``--runtime-dir``, the key on
+stdin) and listens for peers on a Unix socket. A remote one (started over SSH, by
+srun or mpiexec, or by hand with the join command) has ``--credentials FILE`` (or ``-``
+for stdin), puts itself in a process group of its own, and listens for peers on
+TCP/TLS, advertising the address its control link leaves from. Its id comes from
+``--id``, from ``--first-id`` plus its MPI/Slurm rank, or, for a worker that joins, from
+the kernel's ``Welcome``.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -23,6 +32,7 @@ from typing import Any
 from .. import protocol as p
 from .. import wire
 from ..errors import WireError
+from ..tls import Credentials
 from .channels import Channels
 from .fetcher import Fetcher, PeerClient
 from .namespace import Namespace
@@ -38,15 +48,19 @@ FLUSH_SECONDS = 0.05
 STREAM_REPORT_TICKS = 4
 PR_SET_PDEATHSIG = 1
 GUARD_KERNEL_SECONDS = 0.5
+WELCOME_SECONDS = 30.0
+RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
 
 
 class Worker:
     def __init__(self, worker_id: int, n_workers: int, conn: wire.Connection, listener: wire.Listener,
-                 key: bytes, parent_pid: int | None, colors: str):
+                 key: bytes, parent_pid: int | None, colors: str, peer_tls: ssl.SSLContext | None = None):
         self.id = worker_id
         self.n_workers = n_workers
         self.conn = conn
         self.key = key
+        self.peer_tls = peer_tls
+        self.exiting = False
         self.parent_pid = parent_pid
         self.colors = colors
         self.channels = Channels(self)
@@ -62,7 +76,8 @@ class Worker:
             p.Interrupt: lambda msg, parts: self.runner.interrupt(msg.task),
             p.Forget: lambda msg, parts: self.namespace.record_outcome(msg.task, msg.reason),
             p.Get: lambda msg, parts: self.values.answer(self.conn, msg),
-            p.Peers: lambda msg, parts: self.fetcher.addresses.update(msg.addresses),
+            p.Peers: self._on_peers,
+            p.Value: lambda msg, parts: self.fetcher.relayed(msg, parts),
             p.Ping: lambda msg, parts: self.emit(p.Pong(msg.seq)),
             p.PeerIdle: lambda msg, parts: self.channels.on_peer_idle(msg.worker, msg.epochs, msg.reason),
             p.PeerBusy: lambda msg, parts: self.channels.on_peer_busy(msg.worker),
@@ -76,7 +91,8 @@ class Worker:
         try:
             self.conn.send(msg, parts)
         except WireError:
-            self.die()
+            if not self.exiting:
+                self.die()
 
     def peer_link(self, dest: int) -> PeerClient:
         return self.fetcher.link(dest)
@@ -109,6 +125,7 @@ class Worker:
         self.runner.shell = make_shell(self.runner, self.namespace.ns, self.colors)
         self.runner.loop()
         self.flush_output()
+        self.exiting = True  # a clean exit (0): under mpiexec or srun, a killed rank can take the others along
         self.conn.close()
         self.values.close()
         os._exit(0)
@@ -127,7 +144,14 @@ class Worker:
                     log.exception("handling %s failed", type(msg).__name__)
         except WireError as exc:
             log.debug("control link closed: %s", exc)
-            self.die()
+            if not self.exiting:
+                self.die()
+
+    def _on_peers(self, msg: p.Peers, parts: list) -> None:
+        self.fetcher.addresses.update(msg.addresses)
+        if msg.addresses:
+            self.n_workers = max(self.n_workers, *msg.addresses)
+            self.namespace._provided["n_workers"] = self.namespace.ns["n_workers"] = self.n_workers
 
     def _on_run(self, msg: p.Run, parts: list) -> None:
         self.fetcher.prefetch(msg)
@@ -156,21 +180,47 @@ class Worker:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ipyworkers.worker")
-    parser.add_argument("--id", type=int, required=True)
-    parser.add_argument("--n-workers", type=int, required=True)
-    parser.add_argument("--connect", required=True, help="the coordinator's address")
-    parser.add_argument("--runtime-dir", required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--connect", required=True, help="the coordinator's address (a path, tcp:// or tls://)")
+    parser.add_argument("--credentials", help="the session's credentials file ('-': read it from stdin)")
+    parser.add_argument("--id", type=int, help="this worker's id (joined workers get one from the kernel)")
+    parser.add_argument("--first-id", type=int, help="id of rank 0 under mpiexec or srun: id = first + rank")
+    parser.add_argument("--token", default="", help="the launch this worker belongs to (not a secret)")
+    parser.add_argument("--n-workers", type=int, default=0)
+    parser.add_argument("--runtime-dir", help="local workers: the session's runtime directory")
+    parser.add_argument("--parent-pid", type=int, help="local workers: the kernel's pid")
+    parser.add_argument("--peer-listen", default=None, help="HOST:PORT to listen on for peers (default: all, any)")
+    parser.add_argument("--peer-advertise", default=None,
+                        help="HOST[:PORT] other workers reach this one at (default: where the control link leaves)")
     parser.add_argument("--colors", default="nocolor")
     return parser.parse_args(argv)
 
 
-def _read_key() -> bytes:
-    """The session key comes through stdin (or the environment), never the command line."""
+def _read_credentials(path: str | None) -> Credentials:
+    """The session key comes through stdin, the environment or a credentials file (with
+    the TLS certificates), never the command line."""
+    if path is not None:
+        try:
+            text = sys.stdin.read() if path == "-" else open(path).read()
+            return Credentials.loads(text)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"ipyworkers worker: cannot read the credentials {path!r}: {exc}") from None
     key_hex = os.environ.pop("IPYWORKERS_KEY", None) or sys.stdin.readline().strip()
     if not key_hex:
         raise SystemExit("ipyworkers worker: no session key on stdin or in IPYWORKERS_KEY")
-    return bytes.fromhex(key_hex)
+    if key_hex.startswith("#") or key_hex.startswith("-----"):
+        return Credentials.loads(key_hex + "\n" + sys.stdin.read())
+    return Credentials(bytes.fromhex(key_hex))
+
+
+def _worker_id(args: argparse.Namespace) -> int:
+    if args.id is not None:
+        return args.id
+    if args.first_id is not None:
+        for name in RANK_VARIABLES:
+            if os.environ.get(name, "").isdigit():
+                return args.first_id + int(os.environ[name])
+        raise SystemExit(f"ipyworkers worker: --first-id needs a rank in one of {', '.join(RANK_VARIABLES)}")
+    return 0
 
 
 def _set_parent_death_signal(sig: int) -> bool:
@@ -183,7 +233,17 @@ def _set_parent_death_signal(sig: int) -> bool:
         return False
 
 
-def _start_group_guard(kernel_pid: int, runtime_dir: str) -> None:
+def _own_group() -> None:
+    """A remote worker leads a process group of its own, so that taking its group down
+    never touches another rank of the same mpiexec or srun, nor the shell that ran it."""
+    if os.getpgrp() != os.getpid():
+        try:
+            os.setsid()
+        except OSError:
+            os.setpgid(0, 0)
+
+
+def _start_group_guard(kernel_pid: int | None, runtime_dir: str | None) -> None:
     """Fork a tiny guard that kills this process group when this worker dies, however it
     dies: the parent-death signal reaches only the worker, not the processes its user
     code started. If the kernel died too (killed, so it could not clean up), the guard
@@ -203,12 +263,15 @@ def _start_group_guard(kernel_pid: int, runtime_dir: str) -> None:
         os._exit(0)
 
 
-def _guard_fire(kernel_pid: int, runtime_dir: str) -> None:
-    """Kill the group at once, then look at the kernel: a killed kernel whose threads are
-    still being torn down is not yet a zombie, so wait for it a little."""
+def _guard_fire(kernel_pid: int | None, runtime_dir: str | None) -> None:
+    """Kill the group at once, from outside it; then, for a local worker, look at the
+    kernel: a killed kernel whose threads are still being torn down is not yet a zombie,
+    so wait for it a little before removing its runtime directory."""
     group = os.getpgrp()
     os.setpgid(0, 0)
     os.killpg(group, signal.SIGKILL)
+    if kernel_pid is None or not runtime_dir:
+        os._exit(0)
     deadline = time.monotonic() + GUARD_KERNEL_SECONDS
     while _alive(kernel_pid) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -226,20 +289,65 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _peer_listener(args: argparse.Namespace, conn: wire.Connection, creds: Credentials,
+                   wid: int) -> tuple[wire.Listener, str]:
+    """Local workers: a Unix socket in the runtime directory. Remote ones: TCP (TLS in a
+    secure session) on every interface, advertised at the address the control link
+    leaves from (so at an interface the kernel's network reaches)."""
+    local_host = conn.local_host
+    if local_host is None and args.peer_listen is None:
+        if not args.runtime_dir:
+            raise SystemExit("ipyworkers worker: a worker on a Unix socket needs --runtime-dir")
+        path = os.path.join(args.runtime_dir, f"peer-{wid or 'joined'}-{os.getpid()}.sock")
+        return wire.Listener(path, creds.key), path
+    scheme = "tls" if creds.secure else "tcp"
+    bind = args.peer_listen or ("[::]:0" if local_host and ":" in local_host else "0.0.0.0:0")
+    host, port = wire.split_host_port(bind)
+    listener = wire.Listener(wire.format_address(scheme, host, port), creds.key, tls=creds.context(server=True))
+    host, port = wire.host_and_port(args.peer_advertise or local_host or socket.gethostname(), listener.port)
+    return listener, wire.format_address(scheme, host, port)
+
+
+def _welcome(conn: wire.Connection) -> p.Welcome:
+    """The kernel's answer to our hello: our id, or why we were refused."""
+    conn.sock.settimeout(WELCOME_SECONDS)
+    try:
+        msg, _ = conn.recv()
+    except (WireError, OSError) as exc:
+        raise SystemExit(f"ipyworkers worker: the coordinator closed the link before taking this worker: {exc}") \
+            from None
+    conn.sock.settimeout(None)
+    if isinstance(msg, p.Refused):
+        raise SystemExit(f"ipyworkers worker: refused by the coordinator: {msg.reason}")
+    if not isinstance(msg, p.Welcome):
+        raise SystemExit(f"ipyworkers worker: unexpected {type(msg).__name__} instead of a welcome")
+    return msg
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    key = _read_key()
-    if sys.platform.startswith("linux"):
+    creds = _read_credentials(args.credentials)
+    local = args.parent_pid is not None
+    if local and sys.platform.startswith("linux"):
         _set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() != args.parent_pid:
+    if local and os.getppid() != args.parent_pid:
         raise SystemExit("ipyworkers worker: parent is already gone")
+    if not local:
+        _own_group()
     if sys.platform.startswith("linux"):
         _start_group_guard(args.parent_pid, args.runtime_dir)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    conn = wire.connect(args.connect, key)
-    peer_path = os.path.join(args.runtime_dir, f"peer-{args.id}-{os.getpid()}.sock")
-    listener = wire.Listener(peer_path, key)
-    worker = Worker(args.id, args.n_workers, conn, listener, key, args.parent_pid, args.colors)
-    conn.send(p.Hello(args.id, os.getpid(), socket.gethostname(), peer_path, p.local_versions()))
+    wid = _worker_id(args)
+    try:
+        conn = wire.connect(args.connect, creds.key, tls=creds.context(server=False))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"ipyworkers worker on {socket.gethostname()}: cannot join the coordinator at "
+                         f"{args.connect}: {exc}") from None
+    listener, peer_address = _peer_listener(args, conn, creds, wid)
+    conn.send(p.Hello(wid, os.getpid(), socket.gethostname(), peer_address, p.local_versions(), args.token,
+                    time.monotonic()))
+    welcome = _welcome(conn)
+    worker = Worker(welcome.worker, max(welcome.n_workers, args.n_workers), conn, listener, creds.key,
+                    args.parent_pid, args.colors, peer_tls=creds.context(server=False))
     configure_main_thread(worker.runner)
     worker.serve_forever()
