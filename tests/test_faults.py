@@ -64,9 +64,10 @@ def test_a_push_cancelled_on_its_way_leaves_the_link_usable(cluster):
 
 
 def test_a_push_goes_out_on_the_sender_thread_not_the_callers():
+    big = np.ones(100_000_000)
     with Cluster(1, default_sink=RecordingSink()) as cluster:
         started = time.monotonic()
-        group = cluster.push({"big": np.ones(100_000_000)}, to=1, block=False)
+        group = cluster.push({"big": big}, to=1, block=False)
         queued_in = time.monotonic() - started
         group.wait(60)
         assert group.error is None

@@ -121,3 +121,11 @@ def test_status_rows_say_what_a_worker_waits_for(scheduler):
     scheduler.on_waiting(2, p.Waiting(task.id, [("x", 1)]))
     row = scheduler.worker_rows()[2]
     assert row["task_id"] == task.id and row["waiting"] == [("x", 1)]
+
+
+def test_an_interrupt_reaches_the_task_a_worker_is_about_to_run(scheduler):
+    (first,), _ = scheduler.submit([sub(1, "import time; time.sleep(9)")])
+    scheduler.submit([sub(1, "later = 1", writes={"later"})])
+    assert scheduler.busy_tasks([1, 2]) == {1: first}, "dispatched, not started (the worker builds its shell)"
+    scheduler.on_started(1, p.Started(first.id, 0.0))
+    assert scheduler.busy_tasks([1]) == {1: first}

@@ -478,12 +478,18 @@ class Scheduler:
             return rows
 
     def busy_tasks(self, workers: Iterable[int]) -> dict[int, Task]:
-        """The task each of these workers runs or waits for inputs for, if any."""
+        """The task each of these workers runs, waits for inputs for, or (not started yet,
+        say while the worker still builds its shell) is about to run, if any."""
         with self.lock:
+            wanted = {w for w in workers if w in self.progress}
             out = {}
-            for wid in workers:
-                prog = self.progress.get(wid)
-                task = self.tasks.get(prog.current) if prog is not None and prog.current else None
+            for wid in wanted:
+                prog = self.progress[wid]
+                task = self.tasks.get(prog.current) if prog.current else None
                 if task is not None and not task.done():
                     out[wid] = task
+            for record in sorted(self.flow.unfinished(wanted - out.keys()), key=lambda r: r.id):
+                task = self.tasks.get(record.id)
+                if record.state == DISPATCHED and task is not None and record.worker not in out:
+                    out[record.worker] = task
             return out
