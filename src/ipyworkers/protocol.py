@@ -11,8 +11,8 @@ Links and who speaks on them:
   ``Hello`` once, then ``Started``, ``Waiting``, ``Fetched``, ``Finished``, ``Unrun``,
   ``Output``, ``Display``, ``Clear``, ``StreamStats``, ``Value``, ``Pong``.
 * **peer** (worker i -> worker j, opened by i): i sends ``PeerHello`` once, then ``Get``
-  and the channel records ``ChanOpen``, ``Chans``, ``ChanClose``, ``ChanAbort``; j answers
-  ``Value``, ``Credit`` and ``ChanRefused``.
+  and the channel records ``ChanOpen``, ``Chans``, ``ChanClose``, ``ChanAbort``, ``ChanDrop``,
+  ``ChanSync``; j answers ``Value``, ``Credit``, ``ChanRefused`` and ``ChanSynced``.
 """
 
 from __future__ import annotations
@@ -276,6 +276,29 @@ class ChanRefused(NamedTuple):
     """The consumer stopped receiving stream ``epoch``: the producer's next send raises."""
     epoch: int
     reason: str
+
+
+@message
+class ChanDrop(NamedTuple):
+    """The producer gave up stream ``epoch`` because the consumer was not taking it: the
+    consumer drops what it holds of it (unlike ``ChanAbort``, nobody is told)."""
+    source: int
+    epoch: int
+    reason: str
+
+
+@message
+class ChanSync(NamedTuple):
+    """Producer -> consumer, at the end of a task that streamed to it: answer ``ChanSynced``
+    once all sent before is taken in, so the kernel's news that the producer is idle can
+    never overtake its last records."""
+    source: int
+    token: int
+
+
+@message
+class ChanSynced(NamedTuple):
+    token: int
 
 
 def local_versions() -> dict[str, str]:
