@@ -179,6 +179,16 @@ def test_producer_death_before_it_sends_stops_the_consumer(cluster):
     _a_fresh_stream_works(cluster)
 
 
+def test_a_stream_to_a_restarted_consumer_starts_afresh(cluster):
+    consumer = cluster.run("x = recv(frm=1)\nimport os\nos._exit(1)", on=2)
+    producer = cluster.run(PRODUCER.format(n=100_000), on=1)
+    consumer.wait(30), producer.wait(30)
+    assert producer.error.ename == "ChannelError" and "worker 2 died" in producer.error.evalue
+    cluster.restart(2)
+    _a_fresh_stream_works(cluster)
+    _a_fresh_stream_works(cluster, producer_first=True)
+
+
 def test_a_producer_that_ends_without_closing_stops_the_consumer_once_all_is_taken(cluster):
     cluster.run("for i in range(5):\n    send(i, to=2)", on=1, block=True)
     consumer = cluster.run("got = []\nfor x in stream(frm=1):\n    got.append(x)", on=2)

@@ -161,8 +161,9 @@ class Outbound:
             self.in_flight = self.bytes_in_flight = 0
             return self.epoch
 
-    def acquire(self, nbytes: int, block: bool) -> bool:
-        """Room for one more message in the window. Blocking, wait for credit; but if ``dest``
+    def put(self, parts: list, nbytes: int, block: bool) -> bool | None:
+        """Batch one message if the window has room for it: whether the batch is now full;
+        None if there is no room and not ``block``. Blocking, wait for credit; but if ``dest``
         is idle (and stays so for ``IDLE_GRACE``) nobody will ever take what waits there, so
         raise instead, naming why."""
         with self.cond:
@@ -174,9 +175,11 @@ class Outbound:
                                           and self.bytes_in_flight + nbytes <= WINDOW_BYTES):
                     self.in_flight += 1
                     self.bytes_in_flight += nbytes
-                    return True
+                    self.batch.append(parts)
+                    self.batch_bytes += nbytes
+                    return len(self.batch) >= BATCH or self.batch_bytes >= BATCH_BYTES
                 if not block:
-                    return False
+                    return None
                 timeout = None
                 if self.idle is not None:
                     timeout = max(self.idle.since, started) + IDLE_GRACE - time.monotonic()
@@ -185,13 +188,6 @@ class Outbound:
                         self.drop = True
                         raise ChannelError(self.broken)
                 self.cond.wait(timeout)
-
-    def add(self, parts: list, nbytes: int) -> bool:
-        """Batch one message; whether the batch is now full."""
-        with self.cond:
-            self.batch.append(parts)
-            self.batch_bytes += nbytes
-            return len(self.batch) >= BATCH or self.batch_bytes >= BATCH_BYTES
 
     def take_batch(self) -> tuple[int, list[list]]:
         with self.cond:
@@ -527,14 +523,16 @@ class Channels:
         out = self.outbound.get(to) or self._checked_outbound(to)
         parts = dumps_value("message", obj)
         nbytes = sum(map(len, parts))
-        epoch = out.begin()
         self.sending_to.add(to)
-        if epoch:
-            self._post(out, p.ChanOpen(self.worker.id, epoch))
-        if not out.acquire(nbytes, block=False):
+        if not out.epoch:  # only this thread opens and ends streams
+            epoch = out.begin()
+            if epoch:
+                self._post(out, p.ChanOpen(self.worker.id, epoch))
+        full = out.put(parts, nbytes, block=False)
+        if full is None:
             self._flush(out)
-            out.acquire(nbytes, block=True)
-        if out.add(parts, nbytes):
+            full = out.put(parts, nbytes, block=True)
+        if full:
             self._flush(out)
         else:
             self._pending.set()
@@ -785,9 +783,9 @@ class Channels:
                 self._synced.wait(left)
 
     def _retire(self, out: Outbound) -> None:
-        self.streamed_to.add(out.dest)
         epoch, drop = out.retire()
         if drop is not None and epoch:
+            self.streamed_to.add(out.dest)
             try:
                 self.worker.peer_link(out.dest).post(p.ChanDrop(self.worker.id, epoch, drop))
             except ChannelError as exc:
