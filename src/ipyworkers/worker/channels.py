@@ -52,7 +52,7 @@ from ..serialize import dumps_value, loads_value
 
 log = logging.getLogger("ipyworkers.worker")
 
-WINDOW = 256
+WINDOW = 64
 WINDOW_BYTES = 32 << 20
 BATCH = 32
 BATCH_BYTES = 256 << 10
