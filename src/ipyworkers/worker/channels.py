@@ -89,7 +89,9 @@ def _never_ran() -> Idle:
 
 
 def _before_closing(source: int, reason: str) -> str:
-    """"worker 1 died (exit code 1)" -> "worker 1 died before closing its stream (exit code 1)"."""
+    """The consumer's error: 'worker 1 died (exit code 1)' becomes 'worker 1 died before
+    closing its stream (exit code 1)', so the message reads the same whichever news of the
+    death (the link closing, or the kernel's ``PeerLost``) came first."""
     head = f"worker {source} died"
     if reason.startswith(head):
         return f"{head} before closing its stream{reason[len(head):]}"
@@ -97,6 +99,7 @@ def _before_closing(source: int, reason: str) -> str:
 
 
 def _stream_broken(dest: int, reason: str) -> str:
+    """The producer's error, worded as when its link to ``dest`` closes."""
     head = f"worker {dest} died"
     if reason.startswith(head):
         return f"{head}: the stream to it is broken{reason[len(head):]}"
