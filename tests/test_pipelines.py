@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import time
 
 import pytest
 
@@ -119,13 +120,146 @@ def test_interrupt_stops_both_ends(cluster):
     producer = cluster.run(PRODUCER.format(n=10**9), on=1)
     consumer = cluster.run("import time\nfor block in stream(frm=1):\n    time.sleep(0.01)", on=2)
     deadline_task = cluster.run("1", on=1)
-    import time
-
     time.sleep(1.0)
     assert sorted(cluster.interrupt()) == [1, 2]
     producer.wait(30), consumer.wait(30), deadline_task.wait(30)
     assert producer.error.ename in ("KeyboardInterrupt", "ChannelError")
     assert consumer.error.ename in ("KeyboardInterrupt", "ChannelError")
+
+
+def _a_fresh_stream_works(cluster, producer_first=False):
+    """A new producer/consumer pair between workers 1 and 2 gets exactly its own stream."""
+    def consume():
+        return cluster.run(
+            "got = list(stream(frm=1))\n(len(got), got[:2], got == [('new', i) for i in range(300)])", on=2)
+
+    def produce():
+        return cluster.run("for i in range(300):\n    send(('new', i), to=2)\nclose(to=2)", on=1)
+
+    producer, consumer = (produce(), consume()) if producer_first else (None, consume())
+    producer = producer or produce()
+    assert producer.wait(30).state == "done", producer.error
+    assert consumer.wait(30).result == (300, [("new", 0), ("new", 1)], True)
+
+
+def test_producer_failing_before_its_first_send_stops_the_consumer(cluster):
+    consumer = cluster.run("items = [x for x in stream(frm=1)]", on=2)
+    producer = cluster.run(
+        "with open('/nonexistent/input.txt') as f:\n    for line in f:\n        send(line, to=2)\nclose(to=2)", on=1)
+    producer.wait(30), consumer.wait(30)
+    assert producer.error.ename == "FileNotFoundError"
+    assert consumer.error.ename == "ChannelError"
+    assert "worker 1 has nothing left to run that could send to worker 2" in consumer.error.evalue
+    assert "FileNotFoundError" in consumer.error.evalue
+    assert consumer.finished_at - producer.finished_at < 1.0
+    _a_fresh_stream_works(cluster)
+
+
+def test_consumer_failing_before_its_first_recv_stops_the_producer(cluster):
+    producer = cluster.run(PRODUCER.format(n=10_000), on=1)
+    consumer = cluster.run(
+        "out = open('/nonexistent/dir/out.txt', 'w')\nfor block in stream(frm=1):\n    out.write(str(block))", on=2)
+    consumer.wait(30), producer.wait(30)
+    assert consumer.error.ename == "FileNotFoundError"
+    assert producer.error.ename == "ChannelError"
+    assert "worker 2 is not receiving" in producer.error.evalue and "FileNotFoundError" in producer.error.evalue
+    assert producer.finished_at - consumer.finished_at < 1.0
+    _a_fresh_stream_works(cluster)
+
+
+def test_producer_death_before_it_sends_stops_the_consumer(cluster):
+    consumer = cluster.run("items = [x for x in stream(frm=1)]", on=2)
+    time.sleep(0.2)
+    producer = cluster.run("import os\nos._exit(3)", on=1)
+    producer.wait(30), consumer.wait(30)
+    assert isinstance(producer.error, TaskFailed)
+    assert consumer.error.ename == "ChannelError" and "worker 1 died" in consumer.error.evalue
+    assert consumer.finished_at - producer.finished_at < 1.5
+    cluster.restart(1)
+    _a_fresh_stream_works(cluster)
+
+
+def test_a_stream_to_a_restarted_consumer_starts_afresh(cluster):
+    consumer = cluster.run("x = recv(frm=1)\nimport os\nos._exit(1)", on=2)
+    producer = cluster.run(PRODUCER.format(n=100_000), on=1)
+    consumer.wait(30), producer.wait(30)
+    assert producer.error.ename == "ChannelError" and "worker 2 died" in producer.error.evalue
+    cluster.restart(2)
+    _a_fresh_stream_works(cluster)
+    _a_fresh_stream_works(cluster, producer_first=True)
+
+
+def test_a_stream_left_open_by_a_task_that_went_well_may_go_on_in_a_later_cell(cluster):
+    cluster.run("for i in range(5):\n    send(i, to=2)", on=1, block=True)
+    consumer = cluster.run("got = []\nfor x in stream(frm=1):\n    got.append(x)\nlen(got)", on=2)
+    time.sleep(1.0)
+    assert not consumer.done(), "an idle producer whose work went well may still send"
+    cluster.run("for i in range(5, 8):\n    send(i, to=2)\nclose(to=2)", on=1, block=True)
+    assert consumer.wait(30).result == 8
+
+
+def test_a_consumer_waiting_on_an_idle_producer_ends_by_an_interrupt(cluster):
+    consumer = cluster.run("for x in stream(frm=1):\n    pass", on=2)
+    time.sleep(1.0)
+    assert not consumer.done()
+    assert cluster.interrupt(2) == {2: "interrupted"}
+    assert consumer.wait(10).error.ename == "KeyboardInterrupt"
+
+
+def test_cells_run_by_hand_seconds_apart_stream_as_the_readme_shows(cluster):
+    producer = cluster.run(PRODUCER.format(n=5000), on=1)
+    time.sleep(1.5)
+    consumer = cluster.run(CONSUMER, on=2)
+    assert consumer.wait(60).result == 5000
+    assert producer.wait(60).state == "done"
+
+
+@pytest.mark.parametrize("first", ["consumer", "producer"])
+def test_the_other_end_submitted_a_moment_later_is_not_failed(cluster, first):
+    cluster.run("1", on=1, block=True)
+    cluster.run("1", on=2, block=True)
+    runs = {"consumer": lambda: cluster.run(CONSUMER, on=2),
+            "producer": lambda: cluster.run(PRODUCER.format(n=10_000), on=1)}
+    early = runs[first]()
+    time.sleep(0.2)
+    late = runs["producer" if first == "consumer" else "consumer"]()
+    early.wait(30), late.wait(30)
+    consumer, producer = (early, late) if first == "consumer" else (late, early)
+    assert producer.state == "done", producer.error
+    assert consumer.result == 10_000
+
+
+def test_a_stream_after_an_interrupted_one_gets_nothing_old(cluster):
+    producer = cluster.run(PRODUCER.format(n=10**9), on=1)
+    consumer = cluster.run("import time\nfor block in stream(frm=1):\n    time.sleep(0.01)", on=2)
+    time.sleep(1.0)
+    assert sorted(cluster.interrupt()) == [1, 2]
+    producer.wait(30), consumer.wait(30)
+    assert producer.error is not None and consumer.error is not None
+    _a_fresh_stream_works(cluster, producer_first=True)
+
+
+@pytest.mark.parametrize("producer_first", [False, True])
+def test_a_stream_after_a_failed_one_nobody_read_gets_nothing_old(cluster, producer_first):
+    producer = cluster.run("for i in range(50):\n    send(('old', i), to=2)\nraise RuntimeError('mid-stream')", on=1)
+    assert producer.wait(30).error.ename == "RuntimeError"
+    _a_fresh_stream_works(cluster, producer_first)
+
+
+@pytest.mark.parametrize("producer_code, consumer_code", [
+    (PRODUCER.format(n=100_000),
+     "for block in stream(frm=1):\n    if block[0] == 50:\n        raise ValueError('bad')"),
+    ("for i in range(100):\n    send([i], to=2)\nraise RuntimeError('after the last message')",
+     "import time\nfor block in stream(frm=1):\n    time.sleep(0.001)"),
+    ("for i in range(100):\n    send([i], to=2)\n    if i == 50:\n        raise RuntimeError('mid-stream')",
+     "items = [x for x in stream(frm=1)]"),
+])
+def test_after_a_failure_at_either_end_a_new_stream_works(cluster, producer_code, consumer_code):
+    producer = cluster.run(producer_code, on=1)
+    consumer = cluster.run(consumer_code, on=2)
+    producer.wait(30), consumer.wait(30)
+    assert producer.error is not None and consumer.error is not None
+    _a_fresh_stream_works(cluster)
 
 
 @pytest.mark.parametrize("call, message", [

@@ -13,8 +13,8 @@ Links and who speaks on them:
   ``Value``, ``Pong``, ``Relay`` (a value from a worker it cannot reach, which the kernel
   fetches and passes on as ``Value``).
 * **peer** (worker i -> worker j, opened by i): i sends ``PeerHello`` once, then ``Get``
-  and the channel records ``ChanOpen``, ``Chans``, ``ChanClose``, ``ChanAbort``; j answers
-  ``Value``, ``Credit`` and ``ChanRefused``.
+  and the channel records ``ChanOpen``, ``Chans``, ``ChanClose``, ``ChanAbort``, ``ChanDrop``,
+  ``ChanSync``; j answers ``Value``, ``Credit``, ``ChanRefused`` and ``ChanSynced``.
 """
 
 from __future__ import annotations
@@ -100,10 +100,13 @@ class Ping(NamedTuple):
 @message
 class PeerIdle(NamedTuple):
     """``worker`` has nothing running and nothing queued; ``epochs`` is the last stream
-    epoch it opened to each worker, ``reason`` what its last task did."""
+    epoch it opened to each worker, ``reason`` what its last task did, ``failed`` whether
+    that task failed (only then does a stream waiting on it give up: an idle worker whose
+    work went well may still get the cell that streams)."""
     worker: int
     epochs: dict[int, int]
     reason: str
+    failed: bool = False
 
 
 @message
@@ -283,6 +286,41 @@ class ChanRefused(NamedTuple):
     """The consumer stopped receiving stream ``epoch``: the producer's next send raises."""
     epoch: int
     reason: str
+
+
+@message
+class ChanDrop(NamedTuple):
+    """The producer gave up stream ``epoch`` because the consumer was not taking it: the
+    consumer drops what it holds of it (unlike ``ChanAbort``, nobody is told)."""
+    source: int
+    epoch: int
+    reason: str
+
+
+@message
+class ChanSync(NamedTuple):
+    """Producer -> consumer, at the end of a task that streamed to it: answer ``ChanSynced``
+    once all sent before is taken in, so the kernel's news that the producer is idle can
+    never overtake its last records."""
+    source: int
+    token: int
+
+
+@message
+class ChanSynced(NamedTuple):
+    token: int
+
+
+def local_versions() -> dict[str, str]:
+    """What both ends of a link must agree on."""
+    import sys
+
+    import cloudpickle
+
+    from . import __version__
+
+    return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "ipyworkers": __version__,
+            "cloudpickle": cloudpickle.__version__}
 
 
 # -- joining, and values relayed through the kernel ------------------------------------------------

@@ -53,6 +53,7 @@ class WorkerProgress:
     done: int = 0
     epochs: dict[int, int] = field(default_factory=dict)
     last_outcome: str = "it has run nothing yet"
+    last_failed: bool = False
 
 
 @dataclass
@@ -240,6 +241,8 @@ class Scheduler:
         dispatch, cancelled = self.flow.ready()
         for record in cancelled:
             message = f"input {record.missing_input!r} is unavailable because {record.reason}"
+            if record.worker in self.progress:
+                self.progress[record.worker].last_outcome = f"its task #{record.id} was cancelled ({message})"
             self._end(effects, record.id, CANCELLED, error=TaskCancelled(record.worker, record.id, message))
             if record.worker in self.progress:  # readers there wait for the version it would have made
                 self._post(record.worker, p.Forget(record.version, record.reason), ())
@@ -372,8 +375,10 @@ class Scheduler:
         if prog is None:
             return
         prog.open = max(0, prog.open - 1)
+        prog.last_failed = state != DONE
         if prog.open == 0:
-            self._tell_others(task.worker, p.PeerIdle(task.worker, dict(prog.epochs), prog.last_outcome))
+            self._tell_others(task.worker, p.PeerIdle(task.worker, dict(prog.epochs), prog.last_outcome,
+                                                      prog.last_failed))
 
     def _tell_others(self, worker: int, msg: Any) -> None:
         """Workers hear when another one runs out of work or gets some: a stream that waits

@@ -79,7 +79,7 @@ class Worker:
             p.Peers: self._on_peers,
             p.Value: lambda msg, parts: self.fetcher.relayed(msg, parts),
             p.Ping: lambda msg, parts: self.emit(p.Pong(msg.seq)),
-            p.PeerIdle: lambda msg, parts: self.channels.on_peer_idle(msg.worker, msg.epochs, msg.reason),
+            p.PeerIdle: lambda msg, parts: self.channels.on_peer_idle(msg.worker, msg.epochs, msg.reason, msg.failed),
             p.PeerBusy: lambda msg, parts: self.channels.on_peer_busy(msg.worker),
             p.PeerLost: lambda msg, parts: self.channels.on_peer_lost(msg.worker, msg.reason),
             p.Shutdown: lambda msg, parts: self.runner.stop(),
