@@ -311,18 +311,6 @@ class ChanSynced(NamedTuple):
     token: int
 
 
-def local_versions() -> dict[str, str]:
-    """What both ends of a link must agree on."""
-    import sys
-
-    import cloudpickle
-
-    from . import __version__
-
-    return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "ipyworkers": __version__,
-            "cloudpickle": cloudpickle.__version__}
-
-
 # -- joining, and values relayed through the kernel ------------------------------------------------
 
 
