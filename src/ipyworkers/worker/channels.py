@@ -22,11 +22,13 @@ Neither end hangs on the other:
   covers a worker that never opened a link to us;
 * a failure before the first ``send`` or ``recv`` leaves no stream to carry a record, so
   the kernel tells each worker when another one has nothing left to run (``PeerIdle``)
-  or has work again (``PeerBusy``). A consumer waiting on an idle producer, with all that
-  producer sent here already taken, or a producer waiting for credit from an idle
-  consumer, raises once the other end has been idle, and this end waiting, for
-  ``IDLE_GRACE``: the other end's cell may only be about to arrive ("Run all" submits
-  cells one after the other, a consumer's often first).
+  or has work again (``PeerBusy``), and whether its last task failed. A consumer waiting
+  on a producer idle after a failure, with all that producer sent here already taken, or a
+  producer waiting for credit from a consumer idle after a failure, raises once the other
+  end has been so, and this end waiting, for ``IDLE_GRACE``: the other end's cell may only
+  be about to arrive ("Run all" submits cells one after the other, a consumer's often
+  first). A peer idle after work that went well may still get the cell that streams (a
+  user runs the cells by hand): that wait ends only by an interrupt.
 
 That news comes through the kernel, and stream records straight from the producer, so
 one could overtake the other. It cannot: a task that streamed ends with a round trip on
@@ -36,477 +38,21 @@ consumer hears that its producer is idle, all the producer sent is here.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from .. import protocol as p
 from ..errors import ChannelError
 from ..serialize import dumps_value, loads_value
+from .inbound import CLOSED, Inbound
+from .outbound import Outbound
+from .streams import BATCH_DELAY, SYNC_TIMEOUT, Idle, StreamStats, send_reply, sync_tokens
 
 log = logging.getLogger("ipyworkers.worker")
 
-WINDOW = 64
-WINDOW_BYTES = 32 << 20
-BATCH = 32
-BATCH_BYTES = 256 << 10
-BATCH_DELAY = 0.001
-SYNC_TIMEOUT = 1.0
-"""The longest a task's end waits for a consumer to confirm it has taken in all the task
-streamed to it; only a consumer stuck holding the GIL would take that long."""
-IDLE_GRACE = 0.4
-"""How long the other end must have been idle, and this end waiting on it, before the
-wait fails: long enough for a cell submitted just after this one to reach the other
-end (its ``PeerBusy`` cancels the failure), short enough to fail well within a second."""
-
-NEVER_RAN = "it has run nothing since this worker started"
-"""Why a worker we have heard nothing of is idle: the kernel says ``PeerBusy`` as soon
-as a worker gets its first task."""
-
-_tokens = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Idle:
-    """The other worker has nothing running or queued since ``since`` (``PeerIdle``), or is
-    dead (``PeerLost``, or its link closed). ``epoch``: the last stream it opened to this
-    worker."""
-
-    since: float
-    reason: str
-    epoch: int = 0
-    dead: bool = False
-    failed: bool = False
-
-    @property
-    def final(self) -> bool:
-        """Nothing will come: the worker died, or its last task failed. An idle worker whose
-        work went well may still get the cell that streams (a user runs the producer cell,
-        then the consumer cell, by hand): a wait on it ends only by an interrupt."""
-        return self.dead or self.failed
-
-
-def _never_ran() -> Idle:
-    return Idle(-math.inf, NEVER_RAN)
-
-
-def _before_closing(source: int, reason: str) -> str:
-    """The consumer's error: 'worker 1 died (exit code 1)' becomes 'worker 1 died before
-    closing its stream (exit code 1)', so the message reads the same whichever news of the
-    death (the link closing, or the kernel's ``PeerLost``) came first."""
-    head = f"worker {source} died"
-    if reason.startswith(head):
-        return f"{head} before closing its stream{reason[len(head):]}"
-    return f"{reason}, before closing its stream"
-
-
-def _stream_broken(dest: int, reason: str) -> str:
-    """The producer's error, worded as when its link to ``dest`` closes."""
-    head = f"worker {dest} died"
-    if reason.startswith(head):
-        return f"{head}: the stream to it is broken{reason[len(head):]}"
-    return f"{reason}: the stream to it is broken"
-
-
-def _reply(conn: Any, record: Any) -> None:
-    """A consumer's answer on the link its producer opened; lost if that link is."""
-    try:
-        conn.send(record)
-    except OSError as exc:  # WireError is an OSError
-        log.debug("could not send %s on a stream link: %s", type(record).__name__, exc)
-
-
-@dataclass
-class StreamStats:
-    count: int = 0
-    bytes: int = 0
-    first: float = 0.0
-    last: float = 0.0
-
-    def add(self, nbytes: int) -> None:
-        now = time.monotonic()
-        if not self.count:
-            self.first = now
-        self.count += 1
-        self.bytes += nbytes
-        self.last = now
-
-
-class Outbound:
-    """This worker's side of the streams to ``dest``: the open one's epoch, its credit window
-    and its batch. The state is guarded by ``cond``; nothing is sent while it is held."""
-
-    def __init__(self, dest: int):
-        self.dest = dest
-        self.cond = threading.Condition()
-        self.epoch = 0
-        """The stream open now; 0 if none."""
-        self.last = 0
-        """The last epoch opened (``Finished`` reports it); the next one is one more."""
-        self.in_flight = 0
-        self.bytes_in_flight = 0
-        self.broken: str | None = None
-        self.drop = False
-        """Broken because ``dest`` was not taking the stream: it must drop what it holds."""
-        self.idle: Idle | None = _never_ran()
-        self.batch: list[list] = []
-        self.batch_bytes = 0
-        self.flushing = threading.Lock()
-        """Held while a batch is sent, so batches leave in the order they were made."""
-
-    def begin(self) -> int:
-        """Open a stream unless one is open: its epoch, or 0. Raises if the stream is broken."""
-        with self.cond:
-            if self.broken is not None:
-                raise ChannelError(self.broken)
-            if self.epoch:
-                return 0
-            self.last += 1
-            self.epoch = self.last
-            self.in_flight = self.bytes_in_flight = 0
-            return self.epoch
-
-    def put(self, parts: list, nbytes: int, block: bool) -> bool | None:
-        """Batch one message if the window has room for it: whether the batch is now full;
-        None if there is no room and not ``block``. Blocking, wait for credit; but if ``dest``
-        is idle (and stays so for ``IDLE_GRACE``) nobody will ever take what waits there, so
-        raise instead, naming why."""
-        with self.cond:
-            started = time.monotonic()
-            while True:
-                if self.broken is not None:
-                    raise ChannelError(self.broken)
-                if not self.in_flight or (self.in_flight < WINDOW
-                                          and self.bytes_in_flight + nbytes <= WINDOW_BYTES):
-                    self.in_flight += 1
-                    self.bytes_in_flight += nbytes
-                    self.batch.append(parts)
-                    self.batch_bytes += nbytes
-                    return len(self.batch) >= BATCH or self.batch_bytes >= BATCH_BYTES
-                if not block:
-                    return None
-                timeout = None
-                if self.idle is not None and self.idle.final:
-                    timeout = max(self.idle.since, started) + IDLE_GRACE - time.monotonic()
-                    if timeout <= 0:
-                        self.broken = f"worker {self.dest} is not receiving: {self.idle.reason}"
-                        self.drop = True
-                        raise ChannelError(self.broken)
-                self.cond.wait(timeout)
-
-    def take_batch(self) -> tuple[int, list[list]]:
-        with self.cond:
-            batch, self.batch, self.batch_bytes = self.batch, [], 0
-            return self.epoch, batch
-
-    def release(self, epoch: int, count: int, nbytes: int) -> None:
-        """Credit from the consumer; an earlier stream's credit frees nothing of this one."""
-        with self.cond:
-            if epoch != self.epoch:
-                return
-            self.in_flight = max(0, self.in_flight - count)
-            self.bytes_in_flight = max(0, self.bytes_in_flight - nbytes)
-            self.cond.notify_all()
-
-    def refuse(self, epoch: int, reason: str) -> None:
-        """The consumer stopped receiving ``epoch``: if that is the open stream, it is broken."""
-        with self.cond:
-            if epoch == self.epoch and self.broken is None:
-                self.broken = reason
-            self.cond.notify_all()
-
-    def fail(self, reason: str) -> None:
-        with self.cond:
-            if self.broken is None:
-                self.broken = reason
-            self.cond.notify_all()
-
-    def lost(self, reason: str) -> None:
-        """``dest`` died or was restarted: a new process numbers streams from 1 again."""
-        with self.cond:
-            if self.broken is None:
-                self.broken = _stream_broken(self.dest, reason)
-            self.last = 0
-            self.idle = Idle(time.monotonic(), reason, dead=True)
-            self.cond.notify_all()
-
-    def set_idle(self, idle: Idle | None) -> None:
-        with self.cond:
-            self.idle = idle
-            self.cond.notify_all()
-
-    def end(self) -> None:
-        """The open stream was closed: the next ``send`` opens a new one."""
-        with self.cond:
-            self.epoch = 0
-            self.in_flight = self.bytes_in_flight = 0
-
-    def retire(self) -> tuple[int, str | None]:
-        """Forget a broken or failed stream, so the next ``send`` opens a new one. Returns its
-        epoch, and why ``dest`` must drop it, if it must."""
-        with self.cond:
-            epoch, drop = self.epoch, (self.broken if self.drop else None)
-            self.epoch = 0
-            self.in_flight = self.bytes_in_flight = 0
-            self.broken = None
-            self.drop = False
-            self.batch, self.batch_bytes = [], 0
-            return epoch, drop
-
-
-_CLOSED = object()
-_ABORTED = object()
-_NOTHING = object()
-
-
-class Inbound:
-    """This worker's side of the streams from ``source``: what arrived, not yet taken.
-
-    Queued items are keyed by ``(link, epoch)``: ``link`` counts the links the producer
-    opened to us (a restarted producer numbers its streams from 1 again). A stream's end,
-    and the producer's failure, are items in the same FIFO, each taken once: a later
-    stream from the same producer queues behind them. Records of a stream that has ended
-    here (closed, aborted, given up by this worker, dropped by the producer) are dropped
-    on arrival. The state is guarded by ``cond``; replies go out after it is released.
-    """
-
-    def __init__(self, source: int, me: int):
-        self.source = source
-        self.me = me
-        self.cond = threading.Condition()
-        self.items: deque[tuple[tuple[int, int], Any, Any]] = deque()
-        self.conn: Any = None
-        self.link = 0
-        self.gone = False
-        """The current link has closed."""
-        self.opened = 0
-        """The last epoch opened on the current link."""
-        self.ended = 0
-        """The last epoch whose end arrived, or that this worker gave up."""
-        self.reading: tuple[int, int] | None = None
-        """The stream the consumer is in: it took part of it, or waits on it."""
-        self.over: set[tuple[int, int]] = set()
-        """Queued aborted streams whose producer task is over (the producer went idle or died
-        after the abort): a task that starts later did not ask for them."""
-        self.orphan: tuple[tuple[int, int], str] | None = None
-        """The last aborted stream dropped unread, and its abort: the reason to give a
-        consumer that then waits for more."""
-        self.idle: Idle | None = _never_ran()
-        self.credit = 0
-        self.credit_bytes = 0
-        self.credit_key: tuple[int, int] | None = None
-        self.stats = StreamStats()
-
-    # -- what arrives (the link's reader thread) ----------------------------------------------------
-
-    def _live(self, conn: Any, epoch: int) -> bool:
-        """Whether a record belongs to the stream open now on the current link."""
-        return conn is self.conn and epoch == self.opened and epoch > self.ended
-
-    def _end_locked(self, epoch: int, marker: object, detail: Any) -> None:
-        self.items.append(((self.link, epoch), marker, detail))
-        self.ended = epoch
-        self.cond.notify_all()
-
-    def _purge_locked(self, key: tuple[int, int]) -> None:
-        if any(k == key for k, _, _ in self.items):
-            self.items = deque(item for item in self.items if item[0] != key)
-
-    def open(self, conn: Any, epoch: int) -> None:
-        with self.cond:
-            if conn is not self.conn:
-                self.conn, self.link, self.gone = conn, self.link + 1, False
-                self.opened = self.ended = 0
-            if epoch <= self.opened:
-                return
-            if self.opened > self.ended:
-                self._end_locked(self.opened, _ABORTED,
-                                 f"worker {self.source} started a new stream before closing this one")
-            self.opened = epoch
-            self.cond.notify_all()
-
-    def put_many(self, conn: Any, epoch: int, messages: list[tuple[list, int]]) -> None:
-        with self.cond:
-            if not self._live(conn, epoch):
-                log.debug("dropped %d messages of ended stream %d from worker %d", len(messages), epoch, self.source)
-                return
-            key = (self.link, epoch)
-            self.items.extend((key, parts, nbytes) for parts, nbytes in messages)
-            for _, nbytes in messages:
-                self.stats.add(nbytes)
-            self.cond.notify_all()
-
-    def close(self, conn: Any, epoch: int) -> None:
-        with self.cond:
-            if self._live(conn, epoch):
-                self._end_locked(epoch, _CLOSED, None)
-
-    def abort(self, conn: Any, epoch: int, reason: str) -> None:
-        with self.cond:
-            if self._live(conn, epoch):
-                self._end_locked(epoch, _ABORTED, reason)
-                if self.idle is not None and not self.idle.dead and self.idle.epoch >= epoch:
-                    self.over.add((self.link, epoch))  # the idle news overtook the abort
-
-    def _all_over_locked(self, upto: int | None = None) -> None:
-        """Mark queued aborted streams as over: all of them, or with ``upto``, those of earlier
-        links and of the current one up to that epoch."""
-        self.over.update(key for key, item, _ in self.items if item is _ABORTED and (
-            upto is None or key[0] < self.link or key[1] <= upto))
-
-    def drop(self, conn: Any, epoch: int, reason: str) -> None:
-        """The producer gave the stream up, seeing this worker idle: drop what it sent. A
-        consumer that did start on it after all learns why it ends."""
-        with self.cond:
-            if not self._live(conn, epoch):
-                return
-            key = (self.link, epoch)
-            self._purge_locked(key)
-            if self.reading == key:
-                self._end_locked(epoch, _ABORTED, f"worker {self.source} gave up this stream ({reason})")
-            else:
-                self.ended = epoch
-            self.cond.notify_all()
-
-    def link_gone(self) -> None:
-        """The producer's link closed: it died. Its open stream ends here, in order."""
-        with self.cond:
-            self.gone = True
-            dead = self.idle if self.idle is not None and self.idle.dead else None
-            reason = dead.reason if dead is not None else f"worker {self.source} died"
-            if self.opened > self.ended:
-                self._end_locked(self.opened, _ABORTED, _before_closing(self.source, reason))
-            self._all_over_locked()
-            if dead is None:
-                self.idle = Idle(time.monotonic(), reason, dead=True)
-            self.cond.notify_all()
-
-    def lost(self, reason: str) -> None:
-        """The kernel says the producer died or was restarted (it may never have linked to us)."""
-        with self.cond:
-            self.idle = Idle(time.monotonic(), reason, dead=True)
-            self._all_over_locked()
-            self.cond.notify_all()
-
-    def set_idle(self, idle: Idle | None) -> None:
-        with self.cond:
-            self.idle = idle
-            if idle is not None:
-                self._all_over_locked(idle.epoch)
-            self.cond.notify_all()
-
-    # -- what the consumer does (the task's thread) -----------------------------------------------
-
-    def get(self) -> Any:
-        """The next message's parts, or ``_CLOSED``. Raises if the stream was aborted, or if
-        nothing more can come: the producer is dead, or idle with all it sent here taken."""
-        started = time.monotonic()
-        while True:
-            item, detail = _NOTHING, None
-            with self.cond:
-                if self.items:
-                    key, item, detail = self.items.popleft()
-                    if item is _CLOSED or item is _ABORTED:
-                        self.reading = None
-                        reply = None
-                    else:
-                        self.reading = key
-                        reply = self._count_credit_locked(key, detail)
-                else:
-                    if self.opened > self.ended:
-                        self.reading = (self.link, self.opened)
-                    reply = self._grant_locked()
-                    if reply is None:
-                        self.cond.wait(self._check_idle_locked(started))
-                        continue
-            if reply is not None:
-                _reply(*reply)
-            if item is _ABORTED:
-                raise ChannelError(detail)
-            if item is not _NOTHING:
-                return item
-
-    def _count_credit_locked(self, key: tuple[int, int], nbytes: int) -> tuple[Any, Any] | None:
-        if key != self.credit_key:
-            self.credit_key, self.credit, self.credit_bytes = key, 0, 0
-        self.credit += 1
-        self.credit_bytes += nbytes
-        if self.credit >= BATCH or not self.items:
-            return self._grant_locked()
-        return None
-
-    def _grant_locked(self) -> tuple[Any, Any] | None:
-        """Credit for what the consumer took, to send (on the current link only)."""
-        key = self.credit_key
-        if not self.credit or key is None or key[0] != self.link or self.conn is None or self.gone:
-            return None
-        credit = p.Credit(key[1], self.credit, self.credit_bytes)
-        self.credit = self.credit_bytes = 0
-        return self.conn, credit
-
-    def _check_idle_locked(self, started: float) -> float | None:
-        """Nothing is queued: raise if nothing more can come; else how long to wait before
-        looking again (None: until something happens)."""
-        idle = self.idle
-        if idle is None or not idle.final:
-            return None
-        if idle.dead:
-            if self.conn is not None and not self.gone:
-                return None  # what it sent before dying arrives first; then its link closes
-            message = f"{idle.reason}: nothing more can come from it"
-        else:
-            # A closed link was a process now dead: a new one numbers its streams afresh.
-            if idle.epoch != (0 if self.gone else self.opened):
-                return None  # it is busy again (or, past a sync timeout, its stream is late)
-            message = (f"worker {self.source} has nothing left to run that could send to worker {self.me}: "
-                       f"{idle.reason}")
-        left = max(idle.since, started) + IDLE_GRACE - time.monotonic()
-        if left > 0:
-            return left
-        if self.orphan is not None and self.orphan[0] == (self.link, self.opened):
-            message = self.orphan[1]
-        raise ChannelError(message)
-
-    def abandon(self) -> tuple[Any, int] | None:
-        """The consumer failed while in a stream: drop the rest of it, now and as it arrives.
-        Returns the link and epoch to refuse, so the producer stops sending."""
-        with self.cond:
-            key, self.reading = self.reading, None
-            if key is None:
-                return None
-            self._purge_locked(key)
-            if self.credit_key == key:
-                self.credit = self.credit_bytes = 0
-            if key[0] != self.link or self.conn is None:
-                return None
-            self.ended = max(self.ended, key[1])
-            return self.conn, key[1]
-
-    def drop_orphans(self) -> None:
-        """A task starts: aborted streams that no task read, from producer tasks that are over,
-        are stale; drop them rather than hand this task an old stream and an old error."""
-        with self.cond:
-            queued = {key for key, _, _ in self.items}
-            self.over &= queued
-            stale = self.over - {self.reading}
-            if not stale:
-                return
-            for key, item, detail in self.items:
-                if item is _ABORTED and key in stale:
-                    self.orphan = (key, detail)
-            self.items = deque(item for item in self.items if item[0] not in stale)
-            self.over -= stale
-            log.debug("dropped stale streams %s from worker %d", sorted(stale), self.source)
-
-    def grant(self) -> tuple[Any, Any] | None:
-        with self.cond:
-            return self._grant_locked()
 
 
 class Channels:
@@ -581,7 +127,7 @@ class Channels:
     def recv(self, frm: int) -> Any:
         """The next object from worker ``frm``; blocks until it comes. ``EOFError`` after ``close``."""
         item = self._next(frm)
-        if item is _CLOSED:
+        if item is CLOSED:
             raise EOFError(f"the stream from worker {frm} is closed")
         return item
 
@@ -602,7 +148,7 @@ class Channels:
         self._check_peer(frm, "frm")
         while True:
             item = self._next(frm)
-            if item is _CLOSED:
+            if item is CLOSED:
                 return
             yield item
 
@@ -612,10 +158,10 @@ class Channels:
         if self._pending.is_set():
             self.flush_all()
         parts = inbound.get()
-        if parts is _CLOSED:
+        if parts is CLOSED:
             self.receiving_from.discard(frm)
             self._report(inbound)
-            return _CLOSED
+            return CLOSED
         return loads_value("message", parts, f"worker {self.worker.id}")
 
     def _checked_outbound(self, dest: Any) -> Outbound:
@@ -671,7 +217,7 @@ class Channels:
             inbound.drop(conn, msg.epoch, msg.reason)
         elif isinstance(msg, p.ChanSync):
             # Read in order on this link: all the producer sent before it is taken in.
-            _reply(conn, p.ChanSynced(msg.token))
+            send_reply(conn, p.ChanSynced(msg.token))
         else:
             log.warning("unexpected %s on a peer link from worker %d", type(msg).__name__, source)
 
@@ -754,14 +300,14 @@ class Channels:
                 refusal = self._inbound(source).abandon()
                 if refusal is not None:
                     conn, epoch = refusal
-                    _reply(conn, p.ChanRefused(epoch, f"worker {self.worker.id} stopped receiving: {failure}"))
+                    send_reply(conn, p.ChanRefused(epoch, f"worker {self.worker.id} stopped receiving: {failure}"))
         for out in list(self.outbound.values()):
             if out.broken is not None:
                 self._retire(out)
         for inbound in list(self.inbound.values()):
             grant = inbound.grant()
             if grant is not None:
-                _reply(*grant)
+                send_reply(*grant)
         self._sync(self.streamed_to)
         self.report_all()
 
@@ -770,7 +316,7 @@ class Channels:
         to ``ChanSync`` comes after them), or its link is lost, or ``SYNC_TIMEOUT``."""
         mine = set()
         for dest in sorted(dests):
-            token = next(_tokens)
+            token = next(sync_tokens)
             with self._synced:
                 self._syncs[token] = dest
             try:

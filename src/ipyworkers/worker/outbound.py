@@ -1,0 +1,135 @@
+"""The producer's end of a stream to one worker: the credit window and the batch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..errors import ChannelError
+from .streams import BATCH, BATCH_BYTES, IDLE_GRACE, WINDOW, WINDOW_BYTES, Idle, never_ran, stream_broken
+
+log = logging.getLogger("ipyworkers.worker")
+
+
+
+class Outbound:
+    """This worker's side of the streams to ``dest``: the open one's epoch, its credit window
+    and its batch. The state is guarded by ``cond``; nothing is sent while it is held."""
+
+    def __init__(self, dest: int):
+        self.dest = dest
+        self.cond = threading.Condition()
+        self.epoch = 0
+        """The stream open now; 0 if none."""
+        self.last = 0
+        """The last epoch opened (``Finished`` reports it); the next one is one more."""
+        self.in_flight = 0
+        self.bytes_in_flight = 0
+        self.broken: str | None = None
+        self.drop = False
+        """Broken because ``dest`` was not taking the stream: it must drop what it holds."""
+        self.idle: Idle | None = never_ran()
+        self.batch: list[list] = []
+        self.batch_bytes = 0
+        self.flushing = threading.Lock()
+        """Held while a batch is sent, so batches leave in the order they were made."""
+
+    def begin(self) -> int:
+        """Open a stream unless one is open: its epoch, or 0. Raises if the stream is broken."""
+        with self.cond:
+            if self.broken is not None:
+                raise ChannelError(self.broken)
+            if self.epoch:
+                return 0
+            self.last += 1
+            self.epoch = self.last
+            self.in_flight = self.bytes_in_flight = 0
+            return self.epoch
+
+    def put(self, parts: list, nbytes: int, block: bool) -> bool | None:
+        """Batch one message if the window has room for it: whether the batch is now full;
+        None if there is no room and not ``block``. Blocking, wait for credit; but if ``dest``
+        is idle (and stays so for ``IDLE_GRACE``) nobody will ever take what waits there, so
+        raise instead, naming why."""
+        with self.cond:
+            started = time.monotonic()
+            while True:
+                if self.broken is not None:
+                    raise ChannelError(self.broken)
+                if not self.in_flight or (self.in_flight < WINDOW
+                                          and self.bytes_in_flight + nbytes <= WINDOW_BYTES):
+                    self.in_flight += 1
+                    self.bytes_in_flight += nbytes
+                    self.batch.append(parts)
+                    self.batch_bytes += nbytes
+                    return len(self.batch) >= BATCH or self.batch_bytes >= BATCH_BYTES
+                if not block:
+                    return None
+                timeout = None
+                if self.idle is not None and self.idle.final:
+                    timeout = max(self.idle.since, started) + IDLE_GRACE - time.monotonic()
+                    if timeout <= 0:
+                        self.broken = f"worker {self.dest} is not receiving: {self.idle.reason}"
+                        self.drop = True
+                        raise ChannelError(self.broken)
+                self.cond.wait(timeout)
+
+    def take_batch(self) -> tuple[int, list[list]]:
+        with self.cond:
+            batch, self.batch, self.batch_bytes = self.batch, [], 0
+            return self.epoch, batch
+
+    def release(self, epoch: int, count: int, nbytes: int) -> None:
+        """Credit from the consumer; an earlier stream's credit frees nothing of this one."""
+        with self.cond:
+            if epoch != self.epoch:
+                return
+            self.in_flight = max(0, self.in_flight - count)
+            self.bytes_in_flight = max(0, self.bytes_in_flight - nbytes)
+            self.cond.notify_all()
+
+    def refuse(self, epoch: int, reason: str) -> None:
+        """The consumer stopped receiving ``epoch``: if that is the open stream, it is broken."""
+        with self.cond:
+            if epoch == self.epoch and self.broken is None:
+                self.broken = reason
+            self.cond.notify_all()
+
+    def fail(self, reason: str) -> None:
+        with self.cond:
+            if self.broken is None:
+                self.broken = reason
+            self.cond.notify_all()
+
+    def lost(self, reason: str) -> None:
+        """``dest`` died or was restarted: a new process numbers streams from 1 again."""
+        with self.cond:
+            if self.broken is None:
+                self.broken = stream_broken(self.dest, reason)
+            self.last = 0
+            self.idle = Idle(time.monotonic(), reason, dead=True)
+            self.cond.notify_all()
+
+    def set_idle(self, idle: Idle | None) -> None:
+        with self.cond:
+            self.idle = idle
+            self.cond.notify_all()
+
+    def end(self) -> None:
+        """The open stream was closed: the next ``send`` opens a new one."""
+        with self.cond:
+            self.epoch = 0
+            self.in_flight = self.bytes_in_flight = 0
+
+    def retire(self) -> tuple[int, str | None]:
+        """Forget a broken or failed stream, so the next ``send`` opens a new one. Returns its
+        epoch, and why ``dest`` must drop it, if it must."""
+        with self.cond:
+            epoch, drop = self.epoch, (self.broken if self.drop else None)
+            self.epoch = 0
+            self.in_flight = self.bytes_in_flight = 0
+            self.broken = None
+            self.drop = False
+            self.batch, self.batch_bytes = [], 0
+            return epoch, drop
