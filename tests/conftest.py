@@ -99,3 +99,27 @@ def sink():
     from ipyworkers.kernel.sinks import RecordingSink
 
     return RecordingSink()
+
+
+# -- a real kernel, driven as a notebook frontend drives it (tests/kernel_session.py) ---------------
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """One real ipykernel per test module, with the extension loaded."""
+    from kernel_session import KernelSession
+
+    session = KernelSession()
+    session.execute("%load_ext ipyworkers")
+    yield session
+    session.shutdown()
+
+
+@pytest.fixture
+def nb(kernel):
+    """The shared kernel, with two fresh workers; they are stopped after the test."""
+    result = kernel.execute("%workers start 2")
+    assert result.status == "ok", result.error_text
+    yield kernel
+    kernel.execute("%workers stop")
+    kernel.execute("%reset -f")

@@ -11,24 +11,6 @@ import pytest
 from kernel_session import KernelSession, plain
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    session = KernelSession()
-    session.execute("%load_ext ipyworkers")
-    yield session
-    session.shutdown()
-
-
-@pytest.fixture
-def nb(kernel):
-    """The shared kernel, with two fresh workers; they are stopped after the test."""
-    result = kernel.execute("%workers start 2")
-    assert result.status == "ok", result.error_text
-    yield kernel
-    kernel.execute("%workers stop")
-    kernel.execute("%reset -f")
-
-
 def worker_pids(session: KernelSession) -> list[int]:
     kernel = psutil.Process(session.pid)
     return [p.pid for p in kernel.children() if "ipyworkers.worker" in p.cmdline()]

@@ -62,22 +62,6 @@ def test_status_table_shows_waiting_and_unresponsive_workers_readably():
 # -- through a kernel ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    session = KernelSession()
-    session.execute("%load_ext ipyworkers")
-    yield session
-    session.shutdown()
-
-
-@pytest.fixture
-def nb(kernel):
-    """The shared kernel, with two fresh workers; they are stopped after the test."""
-    result = kernel.execute("%workers start 2")
-    assert result.status == "ok", result.error_text
-    yield kernel
-    kernel.execute("%workers stop")
-    kernel.execute("%reset -f")
 
 
 def submit(session: KernelSession, code: str) -> str:

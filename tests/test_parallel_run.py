@@ -17,7 +17,7 @@ from ipyworkers.kernel.costs import measured
 from ipyworkers.kernel.sinks import RecordingSink
 from ipyworkers.notebook.svg import html_page, render_svg
 from ipyworkers.notebook.timeline import TimelineModel, summary_line
-from kernel_session import KernelSession, plain
+from kernel_session import plain
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))
@@ -213,21 +213,6 @@ BRANCHES_TAGGED = "\n".join(
 # -- through a real kernel ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    session = KernelSession(extra_env={"PYTHONPATH": _src()})
-    session.execute("%load_ext ipyworkers")
-    yield session
-    session.shutdown()
-
-
-@pytest.fixture
-def nb(kernel):
-    result = kernel.execute("%workers start 2")
-    assert result.status == "ok", result.error_text
-    yield kernel
-    kernel.execute("%workers stop")
-    kernel.execute("%reset -f")
 
 
 def test_the_seed_runs_in_a_notebook_and_show_puts_the_import_on_both_workers(nb):
