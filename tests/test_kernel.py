@@ -325,3 +325,23 @@ def test_dashboard_draws_bars_and_transfers_live_and_timeline_saves(nb, tmp_path
     assert {e["tid"] for e in events if e["ph"] == "X" and e.get("cat") == "done"} == {1, 2}
     bad = nb.execute(f"%timeline --save {tmp_path / 'run.png'}")
     assert bad.status == "error" and "ending in .html or .json" in bad.error_text
+
+
+def test_state_line_says_queued_running_done_failed_and_stays_after_the_work(nb):
+    first = nb.execute("%%worker 1\nimport time\ntime.sleep(2.5)\nslow = 1")
+    number = first.reply["content"]["execution_count"]
+    second = nb.execute("%%worker 2\nprint(slow + 1)")
+    queued = nb.wait_for_state(second, lambda s: s.startswith("queued"), timeout=10)
+    assert queued == f"queued on worker 2 (after In[{number}])"
+    running = nb.wait_for_state(first, lambda s: s.startswith("running 1."), timeout=10)
+    assert running.endswith(" s on worker 1")
+    nb.wait_for_state(first, lambda s: s.startswith("running 2."), timeout=10)
+    nb.wait_for_state(second, lambda s: s.startswith("done in"), timeout=20)
+    assert nb.execute("%wait").status == "ok"
+    nb.pump_for(0.3)
+    assert nb.cell_state(first).startswith("done in 2.") and nb.cell_state(first).endswith(" s on worker 1")
+    assert nb.cell_text(second) == "2\n", "the state line is an output of its own, above what the cell printed"
+    failing = nb.execute("%%worker 1 2\nraise ValueError('bad input file')")
+    state = nb.wait_for_state(failing, lambda s: s.count("failed") == 2, timeout=10)
+    assert state.split("\n") == [f"failed on worker {w}: ValueError: bad input file" for w in (1, 2)]
+    assert nb.execute("%wait").status == "error"

@@ -21,12 +21,14 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
 from ..errors import ClusterError, TagError, TaskCancelled
+from ..kernel import celltasks
 from ..kernel.cluster import Cluster, max_workers
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
 from ..plan.export import ExportError
 from . import remote
-from .outputs import CellOutput, QueueSink, running_cell_number
+from .blocked import QueueSink
+from .outputs import CellOutput, running_cell_number
 
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")
 WORKERS_ACTIONS = ("start", "add", "remove", "stop", "restart", "interrupt", "status")
@@ -417,12 +419,16 @@ class WorkerMagics(Magics):
         if block:
             return QueueSink()
         if getattr(self.shell, "kernel", None) is not None:
-            return CellOutput(prefix_lines, cell=running_cell_number(self.shell), spill_dir=self.cluster.runtime_dir)
+            return CellOutput(prefix_lines, cell=running_cell_number(self.shell), spill_dir=self.cluster.runtime_dir,
+                              show_state=True)
         return PrintSink()
 
     def _finish_cell(self, handle: Task | TaskGroup, sink: Sink, block: bool, prefix_lines: bool) -> None:
         if not block:
             self._unwaited.append(handle)
+            if isinstance(sink, CellOutput):
+                cluster = self.cluster
+                sink.watch(_tasks(handle), waits=lambda task: celltasks.waits_for(cluster, task))
             return
         self._wait_showing(handle, sink, prefix_lines)
         error = _cell_error(_tasks(handle))
