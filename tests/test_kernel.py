@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import psutil
@@ -345,3 +346,31 @@ def test_state_line_says_queued_running_done_failed_and_stays_after_the_work(nb)
     state = nb.wait_for_state(failing, lambda s: s.count("failed") == 2, timeout=10)
     assert state.split("\n") == [f"failed on worker {w}: ValueError: bad input file" for w in (1, 2)]
     assert nb.execute("%wait").status == "error"
+
+
+def test_cancel_a_cell_or_a_task_and_the_state_line_says_so(nb):
+    running = nb.execute("%%worker 1\nimport time\nwhile True:\n    time.sleep(0.05)")
+    queued = nb.execute("%%worker 1\nnever = 1")
+    reader = nb.execute("%%worker 2\nprint(never)")
+    nb.wait_for_state(running, lambda s: s.startswith("running"), timeout=10)
+    first = running.reply["content"]["execution_count"]
+    second = queued.reply["content"]["execution_count"]
+    result = nb.execute(f"%workers cancel In[{second}]")
+    assert result.status == "ok", result.error_text
+    assert re.fullmatch(rf"task #\d+ on worker 1 \(In\[{second}\]\): cancelled; it is skipped when worker 1 "
+                        r"gets to it\n", result.stdout)
+    nb.wait_for_state(queued, lambda s: s == "cancelled; skipped when worker 1 gets to it", timeout=10)
+    task_id = nb.execute(f"import ipyworkers\nprint(ipyworkers.current().tasks_of_cell({first})[0].id)").stdout.strip()
+    stopped = nb.execute(f"%workers cancel #{task_id}   # the endless loop")
+    assert stopped.stdout == f"task #{task_id} on worker 1 (In[{first}]): interrupted\n"
+    assert nb.wait_for_state(running, lambda s: s.startswith("interrupted"), timeout=10) == "interrupted on worker 1"
+    assert nb.wait_for_state(queued, lambda s: s.startswith("cancelled on"), timeout=10) == "cancelled on worker 1"
+    state = nb.wait_for_state(reader, lambda s: s.startswith("cancelled on"), timeout=10)
+    assert state.startswith("cancelled on worker 2: input 'never' is unavailable"), state
+    for line, message in [("%workers cancel #999999", "there is no task #999999"),
+                          ("%workers cancel In[999999]", "In[999999] has no tasks"),
+                          ("%workers cancel 7", "'7' names no cell or task"),
+                          ("%workers cancel", "what to cancel?")]:
+        bad = nb.execute(line)
+        assert bad.status == "error" and bad.error["ename"] == "UsageError" and message in plain(bad.error["evalue"])
+    nb.execute("%wait")

@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from ipyworkers.kernel.cluster import max_workers
-from ipyworkers.notebook.magics import StatusTable, _uncommented
+from ipyworkers.notebook.magics import _uncommented
+from ipyworkers.notebook.tables import StatusTable
 from kernel_session import CellResult, KernelSession, plain
 
 # -- in-process ---------------------------------------------------------------------------------

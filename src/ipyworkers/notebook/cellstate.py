@@ -13,6 +13,7 @@ from collections.abc import Callable
 from html import escape
 
 from ..errors import RemoteError, TaskError
+from ..kernel.scheduler import CANCELLED_BY_USER
 from ..plan.dataflow import CANCELLED, FAILED
 
 MAX_LINES = 4
@@ -26,11 +27,14 @@ def worker_state(tasks: list, waits: Callable | None = None, now: float | None =
     now = time.monotonic() if now is None else now
     ended = [t for t in tasks if t.done()]
     failed = next((t for t in ended if t.state == FAILED), None)
+    if failed is not None and getattr(failed.error, "ename", None) == "KeyboardInterrupt":
+        return "cancelled", "interrupted"
     if failed is not None:
         return "failed", f"failed: {_error_text(failed.error)}"
     cancelled = next((t for t in ended if t.state == CANCELLED), None)
     if cancelled is not None and len(ended) == len(tasks):
-        return "cancelled", f"cancelled: {_error_text(cancelled.error)}"
+        reason = _error_text(cancelled.error)
+        return "cancelled", "cancelled" if reason.startswith(CANCELLED_BY_USER) else f"cancelled: {reason}"
     started = [t.started_at for t in tasks if t.started_at is not None]
     if len(ended) == len(tasks):
         finished = max((t.finished_at or now) for t in tasks)
@@ -39,6 +43,8 @@ def worker_state(tasks: list, waits: Callable | None = None, now: float | None =
     if started:
         return "running", f"running {_seconds(now - min(started))}"
     pending = next(t for t in tasks if not t.done())
+    if getattr(pending, "cancel_requested", False):
+        return "queued", f"cancelled; skipped when worker {pending.worker} gets to it"
     after = waits(pending) if waits is not None else []
     cell = pending.cell
     labels = list(dict.fromkeys(
@@ -72,11 +78,13 @@ def bundle(lines: list[tuple[str, str]]) -> tuple[dict, dict]:
 
 
 def _with_worker(kind: str, text: str, worker: int) -> str:
+    if kind == "queued" and text.startswith("cancelled"):
+        return text
     if kind == "queued":
         return text.replace("queued", f"queued on worker {worker}", 1)
     if kind in ("failed", "cancelled"):
-        head, _, rest = text.partition(": ")
-        return f"{head} on worker {worker}: {rest}"
+        head, colon, rest = text.partition(": ")
+        return f"{head} on worker {worker}{colon}{rest}"
     return f"{text} on worker {worker}"
 
 

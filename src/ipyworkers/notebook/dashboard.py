@@ -136,7 +136,7 @@ class Dashboard:
 
 
 def status_html(rows: list[dict[str, Any]]) -> str:
-    from .magics import STATE_COLOURS, state_kind
+    from .tables import STATE_COLOURS, state_kind
 
     head = "".join(f"<th style='text-align:left;padding:0 .8em 0 0'>{c}</th>"
                    for c in ("worker", "host", "pid", "state", "task", "names"))
