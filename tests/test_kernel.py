@@ -374,3 +374,29 @@ def test_cancel_a_cell_or_a_task_and_the_state_line_says_so(nb):
         bad = nb.execute(line)
         assert bad.status == "error" and bad.error["ename"] == "UsageError" and message in plain(bad.error["evalue"])
     nb.execute("%wait")
+
+
+def test_who_has_has_a_header_marks_lost_values_and_lists_only_bound_names(nb):
+    nb.execute("%%worker 1 --block\nkept = list(range(1000))")
+    nb.execute("%%worker 2 --block\nonly_here = 1")
+    failed = nb.execute("%%worker 2 --block\nraise ValueError('before binding')\nnever_bound = 1")
+    assert failed.status == "error"
+    killed = nb.execute("%%worker 2 --block\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert killed.status == "error"
+    lines = nb.execute("%who_has").stdout.splitlines()
+    assert lines[0].split() == ["name", "held", "by", "size", "made", "by"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert "worker 1" in rows["kept"] and "task #" in rows["kept"] and "In[" in rows["kept"]
+    assert "lost (worker 2 died (signal SIGKILL))" in rows["only_here"], rows
+    assert "never_bound" not in rows
+    assert "not bound: task #" in nb.execute("%who_has never_bound").stdout
+    restarted = nb.execute("%workers restart 2")
+    match = re.match(r"restarted worker 2 \(pid - -> (\d+)\)\n", restarted.stdout)
+    assert match and int(match[1]) in worker_pids(nb), restarted.stdout
+    old = nb.execute("%%worker 1 --block\nimport os\nprint(os.getpid())").stdout.strip()
+    again = nb.execute("%workers restart 1").stdout
+    new = nb.execute("%%worker 1 --block\nimport os\nprint(os.getpid())").stdout.strip()
+    assert again.startswith(f"restarted worker 1 (pid {old} -> {new})\n") and old != new
+    assert nb.execute("%workers stop").stdout == "stopped 2 workers\n"
+    assert nb.execute("%workers stop").stdout == "no workers were running\n"
+    assert nb.execute("%workers start 2").status == "ok"

@@ -464,8 +464,11 @@ class Scheduler:
                 if version is None:
                     out[name] = {"holders": [], "size": None, "task": None, "state": "undefined"}
                     continue
+                record = self.flow.tasks[version]
+                task = self.tasks.get(version)
                 out[name] = {"holders": sorted(holders), "size": self.flow.sizes.get((name, version)),
-                             "task": version, "state": self.flow.tasks[version].state}
+                             "task": version, "state": record.state, "lost": self.flow.lost.get((name, version)),
+                             "cell": None if task is None else task.cell}
             return out
 
     def unfinished(self, workers: Iterable[int] | None = None) -> list[Task]:

@@ -227,22 +227,33 @@ class WorkerMagics(Magics):
         self.dashboard.show()
         return None
 
-    def _workers_stop(self, numbers: list[str] = (), args: Any = None) -> None:
+    def _workers_stop(self, numbers: list[str] = (), args: Any = None, quiet: bool = False) -> None:
         if numbers:
             raise UsageError("%workers stop takes no worker ids: it stops them all")
-        if self.cluster is not None:
-            self.cluster.stop()
+        cluster = self.cluster
+        running = cluster is not None and cluster.running
+        alive = sum(1 for row in cluster.status() if row["state"] != "dead") if running else 0
+        if cluster is not None:
+            cluster.stop()
         if self.dashboard is not None:
             self.dashboard.close()
         self._unwaited = []
+        if not quiet:
+            print(f"stopped {alive} worker{'s' if alive != 1 else ''}" if running else "no workers were running")
 
     def _workers_restart(self, numbers: list[str], args: argparse.Namespace) -> Any:
         cluster = self._cluster()
+        before = {row["id"]: row.get("pid") for row in cluster.status()}
         try:
-            cluster.restart(self._ids(numbers, "restart") or None)
+            ids = cluster.check_ids(self._ids(numbers, "restart") or None)
+            cluster.restart(ids)
         except ClusterError as exc:
             raise UsageError(f"%workers restart: {exc}") from None
-        return StatusTable(cluster.status())
+        rows = cluster.status()
+        after = {row["id"]: row.get("pid") for row in rows}
+        for wid in ids:
+            print(f"restarted worker {wid} (pid {before.get(wid) or '-'} -> {after.get(wid) or '-'})")
+        return StatusTable(rows)
 
     def _workers_interrupt(self, numbers: list[str], args: argparse.Namespace) -> None:
         cluster = self._cluster()
@@ -507,7 +518,7 @@ class WorkerMagics(Magics):
     def who_has(self, line: str) -> Any:
         """Which workers (and the kernel) hold each variable, its size, and the task that made it."""
         args = _parse(self.who_has, line)
-        print(who_has_text(self._cluster().who_has(args.names or None)))
+        print(who_has_text(self._cluster().who_has(args.names or None), asked=bool(args.names)))
 
     @magic_arguments()
     @argument("--save", metavar="FILE", help="save it instead: FILE.html is a page, FILE.json a Chrome/Perfetto "
@@ -604,7 +615,7 @@ def unload(ipython: Any) -> None:
     except ValueError:
         pass
     if _magics is not None:
-        _magics._workers_stop()
+        _magics._workers_stop(quiet=True)
     _magics = None
 
 

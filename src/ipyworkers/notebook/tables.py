@@ -6,6 +6,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+FINAL = ("done", "failed", "cancelled")
+
 STATE_COLOURS = {"idle": "#1a7f37", "busy": "#0969da", "waiting": "#9a6700", "unresponsive": "#cf222e",
                   "dead": "#cf222e"}
 
@@ -59,14 +61,33 @@ class StatusTable:
                 f"{text}</td>")
 
 
-def who_has_text(table: dict[str, dict[str, Any]]) -> str:
-    rows = [
-        f"{name:<20} {', '.join(_holder(h) for h in info['holders']) or '-':<24} "
-        f"{_size(info['size']):>10}  task #{info['task']} {info['state']}"
-        if info["task"] else f"{name:<20} not defined on any worker"
-        for name, info in table.items()
-    ]
-    return "\n".join(rows) if rows else "no variables on the workers yet"
+def who_has_text(table: dict[str, dict[str, Any]], asked: bool = False) -> str:
+    """``%who_has``: a header row, then a row per name. A value whose every holder died or
+    was restarted says so (``lost (worker 1 died)``). Unless the names were ``asked`` for,
+    names that a task was to bind but did not (it failed first, or was cancelled) are left out."""
+    rows = [("name", "held by", "size", "made by")]
+    for name, info in table.items():
+        if info["task"] is None:
+            rows.append((name, "not defined on any worker", "", ""))
+            continue
+        bound = info["holders"] or info.get("lost") or info["state"] not in FINAL
+        if not bound and not asked:
+            continue
+        if info["holders"]:
+            where = ", ".join(_holder(h) for h in info["holders"])
+        elif info.get("lost"):
+            where = f"lost ({info['lost']})"
+        elif info["state"] in FINAL:
+            where = f"not bound: task #{info['task']} {info['state']} first"
+        else:
+            where = "-"
+        cell = f" In[{info['cell']}]" if info.get("cell") is not None else ""
+        rows.append((name, where, _size(info["size"]) if info["holders"] else "",
+                     f"task #{info['task']}{cell} {info['state']}"))
+    if len(rows) == 1:
+        return "no variables on the workers yet"
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() for r in rows)
 
 
 def _holder(holder: int) -> str:
