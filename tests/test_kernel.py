@@ -400,3 +400,16 @@ def test_who_has_has_a_header_marks_lost_values_and_lists_only_bound_names(nb):
     assert nb.execute("%workers stop").stdout == "stopped 2 workers\n"
     assert nb.execute("%workers stop").stdout == "no workers were running\n"
     assert nb.execute("%workers start 2").status == "ok"
+
+
+def test_workers_status_shows_each_workers_cpu_and_memory(nb):
+    nb.execute("%%worker 1\nimport time\nend = time.time() + 2.5\nwhile time.time() < end:\n    pass")
+    time.sleep(2.0)
+    status = nb.execute("%workers status")
+    text = next(o["data"]["text/plain"] for o in status.outputs if o.get("msg_type") == "execute_result")
+    lines = text.splitlines()
+    assert lines[0].split()[4:6] == ["cpu", "rss"]
+    busy = lines[1].split()
+    assert busy[0] == "1" and busy[4].endswith("%") and int(busy[4][:-1]) >= 30, text
+    assert busy[6] == "MiB" and 5 < float(busy[5]) < 2000, text
+    nb.execute("%wait")

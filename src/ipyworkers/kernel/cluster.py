@@ -256,7 +256,8 @@ class Cluster:
                 continue
             rows.append({"id": wid, "pid": proc["pid"], "host": proc["host"],
                          "state": _state(wid, proc, work[wid]), **work[wid], "launcher": proc["launcher"],
-                         "relayed_from": proc["relayed_from"]})
+                         "relayed_from": proc["relayed_from"],
+                         **{k: proc.get(k) for k in ("cpu", "rss", "memory_warning")}})
         return rows
 
     # -- submitting work -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ class StatusTable:
     """``%workers status``: an HTML table in a notebook, text elsewhere. A worker that
     needs the user (waiting on another, unresponsive, dead) says so in its state."""
 
-    COLUMNS = ("id", "pid", "host", "state", "task", "names")
+    COLUMNS = ("id", "pid", "host", "state", "cpu", "rss", "task", "names")
 
     def __init__(self, rows: list[dict[str, Any]]):
         self.rows = rows
@@ -37,6 +37,10 @@ class StatusTable:
             return f"{len(names)}: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}" if names else "0"
         if column == "task" and row.get("queued"):
             return f"{value or '-'} (+{row['queued']} queued)"
+        if column == "cpu":
+            return "-" if value is None else f"{value:.0f}%"
+        if column == "rss":
+            return "-" if value is None else _size(value)
         if column == "host" and row.get("relayed_from"):
             return f"{value} (via kernel from {', '.join(map(str, row['relayed_from']))})"
         return "-" if value is None or value == "" else str(value)
@@ -44,12 +48,14 @@ class StatusTable:
     def __repr__(self) -> str:
         table = [self.COLUMNS] + [tuple(self._cell(r, c) for c in self.COLUMNS) for r in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(self.COLUMNS))]
-        return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table)
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table]
+        return "\n".join(lines + [f"warning: {w}" for w in memory_warnings(self.rows)])
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.COLUMNS)
         body = "".join("<tr>" + "".join(self._html_cell(r, c) for c in self.COLUMNS) + "</tr>" for r in self.rows)
-        return f"<table class='ipyworkers-status'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (f"<table class='ipyworkers-status'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                + warnings_html(self.rows))
 
     def _html_cell(self, row: dict[str, Any], column: str) -> str:
         text = escape(self._cell(row, column))
@@ -59,6 +65,16 @@ class StatusTable:
         weight = ";font-weight:bold" if kind == "unresponsive" else ""
         return (f"<td class='ipyworkers-{kind}' style='text-align:left;color:{STATE_COLOURS[kind]}{weight}'>"
                 f"{text}</td>")
+
+
+def memory_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """A line for each worker whose memory nears the machine's."""
+    return [row["memory_warning"] for row in rows if row.get("memory_warning")]
+
+
+def warnings_html(rows: list[dict[str, Any]]) -> str:
+    return "".join(f"<div class='ipyworkers-warning' style='color:#cf222e;font-weight:bold'>⚠ {escape(w)}</div>"
+                   for w in memory_warnings(rows))
 
 
 def who_has_text(table: dict[str, dict[str, Any]], asked: bool = False) -> str:
