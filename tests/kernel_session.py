@@ -19,6 +19,8 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+STATE_PREFIX = "ipyworkers-state-"
+"""The display ids of a cell's state line start with this."""
 
 
 def plain(text: str) -> str:
@@ -131,8 +133,23 @@ class KernelSession:
             self._pump(0.05)
 
     def cell_display_ids(self, cell: CellResult) -> list[str]:
-        """The display ids of the outputs the cell has, in the order they appeared."""
-        return list(self._cell_displays.get(cell.msg_id, []))
+        """The display ids of the outputs the cell has, in the order they appeared, but
+        its state line (``cell_state``)."""
+        return [d for d in self._cell_displays.get(cell.msg_id, []) if not d.startswith(STATE_PREFIX)]
+
+    def cell_state(self, cell: CellResult) -> str:
+        """The state line(s) at the top of a non-blocking cell's output, as shown now."""
+        ids = [d for d in self._cell_displays.get(cell.msg_id, []) if d.startswith(STATE_PREFIX)]
+        return "\n".join(self.displays[d]["data"].get("text/plain", "") for d in ids)
+
+    def wait_for_state(self, cell: CellResult, predicate, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.cell_state(cell)
+            if predicate(state):
+                return state
+            self._pump(0.05)
+        raise TimeoutError(f"cell {cell.msg_id}'s state never matched; it shows: {self.cell_state(cell)!r}")
 
     def cell_outputs(self, cell: CellResult) -> list[dict]:
         """The latest {"data", "metadata"} of each display output of the cell."""

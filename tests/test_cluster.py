@@ -372,3 +372,21 @@ def test_source_dying_before_it_sends_gives_the_reader_a_clear_error(cluster):
     assert "worker 1 died during the transfer of 'x'" in str(reader.error)
     cluster.flow.latest.pop("y")
     assert cluster.run("y", on=2, block=True).result == "old"
+
+
+def test_task_cancel_drops_a_queued_task_and_interrupts_a_running_one(cluster):
+    from ipyworkers import RemoteError, TaskCancelled
+
+    busy = cluster.run("import time\nwhile True:\n    time.sleep(0.05)", on=1)
+    queued = cluster.run("made = 1", on=1)
+    reader = cluster.run("made + 1", on=2)
+    queued.cancel()
+    assert isinstance(queued.wait(5).error, TaskCancelled)
+    assert isinstance(reader.wait(5).error, TaskCancelled) and "'made'" in str(reader.error)
+    deadline = time.monotonic() + 10
+    while busy.started_at is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    busy.cancel()
+    assert isinstance(busy.wait(10).error, RemoteError) and busy.error.ename == "KeyboardInterrupt"
+    busy.cancel()  # ended: nothing happens
+    assert cluster.run("worker_id", on=1).result == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import psutil
@@ -307,3 +308,90 @@ def test_dashboard_draws_bars_and_transfers_live_and_timeline_saves(nb, tmp_path
     assert {e["tid"] for e in events if e["ph"] == "X" and e.get("cat") == "done"} == {1, 2}
     bad = nb.execute(f"%timeline --save {tmp_path / 'run.png'}")
     assert bad.status == "error" and "ending in .html or .json" in bad.error_text
+
+
+def test_state_line_says_queued_running_done_failed_and_stays_after_the_work(nb):
+    first = nb.execute("%%worker 1\nimport time\ntime.sleep(2.5)\nslow = 1")
+    number = first.reply["content"]["execution_count"]
+    second = nb.execute("%%worker 2\nprint(slow + 1)")
+    queued = nb.wait_for_state(second, lambda s: s.startswith("queued"), timeout=10)
+    assert queued == f"queued on worker 2 (after In[{number}])"
+    running = nb.wait_for_state(first, lambda s: s.startswith("running 1."), timeout=10)
+    assert running.endswith(" s on worker 1")
+    nb.wait_for_state(first, lambda s: s.startswith("running 2."), timeout=10)
+    nb.wait_for_state(second, lambda s: s.startswith("done in"), timeout=20)
+    assert nb.execute("%wait").status == "ok"
+    nb.pump_for(0.3)
+    assert nb.cell_state(first).startswith("done in 2.") and nb.cell_state(first).endswith(" s on worker 1")
+    assert nb.cell_text(second) == "2\n", "the state line is an output of its own, above what the cell printed"
+    failing = nb.execute("%%worker 1 2\nraise ValueError('bad input file')")
+    state = nb.wait_for_state(failing, lambda s: s.count("failed") == 2, timeout=10)
+    assert state.split("\n") == [f"failed on worker {w}: ValueError: bad input file" for w in (1, 2)]
+    assert nb.execute("%wait").status == "error"
+
+
+def test_cancel_a_cell_or_a_task_and_the_state_line_says_so(nb):
+    running = nb.execute("%%worker 1\nimport time\nwhile True:\n    time.sleep(0.05)")
+    queued = nb.execute("%%worker 1\nnever = 1")
+    reader = nb.execute("%%worker 2\nprint(never)")
+    nb.wait_for_state(running, lambda s: s.startswith("running"), timeout=10)
+    first = running.reply["content"]["execution_count"]
+    second = queued.reply["content"]["execution_count"]
+    result = nb.execute(f"%workers cancel In[{second}]")
+    assert result.status == "ok", result.error_text
+    assert re.fullmatch(rf"task #\d+ on worker 1 \(In\[{second}\]\): cancelled; it is skipped when worker 1 "
+                        r"gets to it\n", result.stdout)
+    nb.wait_for_state(queued, lambda s: s == "cancelled; skipped when worker 1 gets to it", timeout=10)
+    task_id = nb.execute(f"import ipyworkers\nprint(ipyworkers.current().tasks_of_cell({first})[0].id)").stdout.strip()
+    stopped = nb.execute(f"%workers cancel #{task_id}   # the endless loop")
+    assert stopped.stdout == f"task #{task_id} on worker 1 (In[{first}]): interrupted\n"
+    assert nb.wait_for_state(running, lambda s: s.startswith("interrupted"), timeout=10) == "interrupted on worker 1"
+    assert nb.wait_for_state(queued, lambda s: s.startswith("cancelled on"), timeout=10) == "cancelled on worker 1"
+    state = nb.wait_for_state(reader, lambda s: s.startswith("cancelled on"), timeout=10)
+    assert state.startswith("cancelled on worker 2: input 'never' is unavailable"), state
+    for line, message in [("%workers cancel #999999", "there is no task #999999"),
+                          ("%workers cancel In[999999]", "In[999999] has no tasks"),
+                          ("%workers cancel 7", "'7' names no cell or task"),
+                          ("%workers cancel", "what to cancel?")]:
+        bad = nb.execute(line)
+        assert bad.status == "error" and bad.error["ename"] == "UsageError" and message in plain(bad.error["evalue"])
+    nb.execute("%wait")
+
+
+def test_who_has_has_a_header_marks_lost_values_and_lists_only_bound_names(nb):
+    nb.execute("%%worker 1 --block\nkept = list(range(1000))")
+    nb.execute("%%worker 2 --block\nonly_here = 1")
+    failed = nb.execute("%%worker 2 --block\nraise ValueError('before binding')\nnever_bound = 1")
+    assert failed.status == "error"
+    killed = nb.execute("%%worker 2 --block\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert killed.status == "error"
+    lines = nb.execute("%who_has").stdout.splitlines()
+    assert lines[0].split() == ["name", "held", "by", "size", "made", "by"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert "worker 1" in rows["kept"] and "task #" in rows["kept"] and "In[" in rows["kept"]
+    assert "lost (worker 2 died (signal SIGKILL))" in rows["only_here"], rows
+    assert "never_bound" not in rows
+    assert "not bound: task #" in nb.execute("%who_has never_bound").stdout
+    restarted = nb.execute("%workers restart 2")
+    match = re.match(r"restarted worker 2 \(pid - -> (\d+)\)\n", restarted.stdout)
+    assert match and int(match[1]) in worker_pids(nb), restarted.stdout
+    old = nb.execute("%%worker 1 --block\nimport os\nprint(os.getpid())").stdout.strip()
+    again = nb.execute("%workers restart 1").stdout
+    new = nb.execute("%%worker 1 --block\nimport os\nprint(os.getpid())").stdout.strip()
+    assert again.startswith(f"restarted worker 1 (pid {old} -> {new})\n") and old != new
+    assert nb.execute("%workers stop").stdout == "stopped 2 workers\n"
+    assert nb.execute("%workers stop").stdout == "no workers were running\n"
+    assert nb.execute("%workers start 2").status == "ok"
+
+
+def test_workers_status_shows_each_workers_cpu_and_memory(nb):
+    nb.execute("%%worker 1\nimport time\nend = time.time() + 2.5\nwhile time.time() < end:\n    pass")
+    time.sleep(2.0)
+    status = nb.execute("%workers status")
+    text = next(o["data"]["text/plain"] for o in status.outputs if o.get("msg_type") == "execute_result")
+    lines = text.splitlines()
+    assert lines[0].split()[4:6] == ["cpu", "rss"]
+    busy = lines[1].split()
+    assert busy[0] == "1" and busy[4].endswith("%") and int(busy[4][:-1]) >= 30, text
+    assert busy[6] == "MiB" and 5 < float(busy[5]) < 2000, text
+    nb.execute("%wait")

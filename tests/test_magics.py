@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from ipyworkers.kernel.cluster import max_workers
-from ipyworkers.notebook.magics import StatusTable, _uncommented
+from ipyworkers.notebook.magics import _uncommented
+from ipyworkers.notebook.tables import StatusTable
 from kernel_session import CellResult, KernelSession, plain
 
 # -- in-process ---------------------------------------------------------------------------------
@@ -49,10 +50,10 @@ def test_status_table_shows_waiting_and_unresponsive_workers_readably():
     ]
     table = StatusTable(rows)
     lines = repr(table).splitlines()
-    assert lines[0].split() == ["id", "pid", "host", "state", "task", "names"]
+    assert lines[0].split() == ["id", "pid", "host", "state", "cpu", "rss", "task", "names"]
     assert "waiting for x from worker 1" in lines[2] and "#4 y = x + 1 (+1 queued)" in lines[2]
     assert "unresponsive: restart it (%workers restart 3)" in lines[3]
-    assert lines[4].split()[:4] == ["4", "-", "-", "dead"]
+    assert lines[4].split()[:6] == ["4", "-", "-", "dead", "-", "-"]
     html = table._repr_html_()
     for kind in ("busy", "waiting", "unresponsive", "dead"):
         assert f"class='ipyworkers-{kind}'" in html
@@ -363,3 +364,20 @@ def test_parallel_default_that_names_no_worker_is_a_usage_error(nb, block):
     assert result.status == "error" and result.error["ename"] == "UsageError"
     assert "no worker 7" in plain(result.error["evalue"])
     assert nb.execute("%%worker 2 --block\nprint('ok')").stdout == "ok\n"
+
+
+def test_status_shows_cpu_and_memory_and_warns_when_a_worker_nears_the_machines_memory():
+    from ipyworkers.kernel.resources import warning
+
+    assert warning(1, 2 << 30, (16 << 30, 12 << 30)) is None
+    text = warning(2, 14 << 30, (16 << 30, 1 << 30))
+    assert text.startswith("worker 2 uses 14.0 GiB, 88% of this machine's memory (1.0 GiB available)")
+    rows = [{"id": 1, "pid": 11, "host": "h", "state": "idle", "cpu": 97.4, "rss": 150 << 20, "queued": 0,
+             "names": []},
+            {"id": 2, "pid": 12, "host": "h", "state": "busy", "cpu": 3.0, "rss": 14 << 30, "queued": 0,
+             "names": [], "memory_warning": text}]
+    table = StatusTable(rows)
+    lines = repr(table).splitlines()
+    assert lines[1].split()[4:7] == ["97%", "150.0", "MiB"]
+    assert lines[-1] == f"warning: {text}"
+    assert "ipyworkers-warning" in table._repr_html_()

@@ -9,7 +9,8 @@ import threading
 
 from ipyworkers.kernel.sinks import LinePrefixer
 from ipyworkers.notebook import outputs
-from ipyworkers.notebook.outputs import QueueSink, _carriage_returns, _Kept, _Prefixer, _Text
+from ipyworkers.notebook.blocked import QueueSink
+from ipyworkers.notebook.outputs import _carriage_returns, _Kept, _Prefixer, _Text
 from ipyworkers.worker.output import FLUSH_CHARS, RECORD_CHARS, TaskStream
 
 

@@ -20,8 +20,8 @@ from ..errors import ClusterError, RemoteError, SerializationError
 from ..plan.analysis import CodeNames
 from ..plan.dataflow import KERNEL
 from ..serialize import dumps_value, loads_value
+from . import celltasks, members, moves, parallel_cells
 from . import events as ev
-from . import members, moves, parallel_cells
 from .callbacks import CallbackThread
 from .code import WORKER_NAMES, names_of
 from .code import label as label_of
@@ -86,6 +86,7 @@ class Cluster:
         self._supervisor = Supervisor(self.launcher, n, startup_timeout=startup_timeout, colors=colors,
                                       on_message=self._on_message, on_lost=self._on_lost)
         self._scheduler = Scheduler(self._supervisor.post, self._kernel_has)
+        self._scheduler.canceller = self.cancel
         self._handlers: dict[type, Callable[[int, Any, list], None]] = {
             p.Started: lambda w, m, parts: self._apply(self._scheduler.on_started(w, m)),
             p.Waiting: lambda w, m, parts: self._scheduler.on_waiting(w, m),
@@ -239,6 +240,10 @@ class Cluster:
         """Drop a task not yet started (its dependents are cancelled too); interrupt it if it runs."""
         self._apply(self._scheduler.cancel(task, self._supervisor.unpost))
 
+    def tasks_of_cell(self, cell: int) -> list[Task]:
+        """The tasks notebook cell ``In[cell]`` submitted, while the cluster still tracks them."""
+        return celltasks.tasks_of_cell(self, cell)
+
     def status(self) -> list[dict[str, Any]]:
         """A row per worker: id, pid, host, state, current task, queued count, names held."""
         work = self._scheduler.worker_rows()
@@ -251,7 +256,8 @@ class Cluster:
                 continue
             rows.append({"id": wid, "pid": proc["pid"], "host": proc["host"],
                          "state": _state(wid, proc, work[wid]), **work[wid], "launcher": proc["launcher"],
-                         "relayed_from": proc["relayed_from"]})
+                         "relayed_from": proc["relayed_from"],
+                         **{k: proc.get(k) for k in ("cpu", "rss", "memory_warning")}})
         return rows
 
     # -- submitting work -----------------------------------------------------------------------

@@ -118,6 +118,8 @@ class Scheduler:
         self._post = post
         self._kernel_has = kernel_has
         self._callbacks = callbacks
+        self.canceller: Callable[[Task], None] | None = None
+        """What ``Task.cancel`` calls (the cluster's ``cancel``)."""
         self._pulls: dict[int, PendingPull] = {}
         self._req_ids = itertools.count(1)
 
@@ -198,6 +200,7 @@ class Scheduler:
         task = Task(record.id, worker, sub.label, sub.sink, code=sub.code, cell=sub.cell,
                     want_result=sub.want_result, callbacks=self._callbacks)
         task.call, task.payload = sub.call, sub.payload
+        task.canceller = self.canceller
         self.tasks[record.id] = task
         prog = self.progress[worker]
         prog.open += 1
@@ -278,6 +281,8 @@ class Scheduler:
             if unsent:
                 self.flow.cancelled(task.id, reason)
                 self._end(effects, task.id, CANCELLED, error=TaskCancelled(task.worker, task.id, CANCELLED_BY_USER))
+                if task.worker in self.progress:  # readers elsewhere already wait there for what it would make
+                    self._post(task.worker, p.Forget(record.version, reason), ())
                 self._dispatch_ready(effects)
             elif task.worker in self.progress:
                 self._post(task.worker, p.Interrupt(task.id), ())
@@ -459,8 +464,11 @@ class Scheduler:
                 if version is None:
                     out[name] = {"holders": [], "size": None, "task": None, "state": "undefined"}
                     continue
+                record = self.flow.tasks[version]
+                task = self.tasks.get(version)
                 out[name] = {"holders": sorted(holders), "size": self.flow.sizes.get((name, version)),
-                             "task": version, "state": self.flow.tasks[version].state}
+                             "task": version, "state": record.state, "lost": self.flow.lost.get((name, version)),
+                             "cell": None if task is None else task.cell}
             return out
 
     def unfinished(self, workers: Iterable[int] | None = None) -> list[Task]:

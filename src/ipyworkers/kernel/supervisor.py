@@ -41,6 +41,7 @@ from .acceptor import Acceptor, refuse
 from .launchers import JoinSlot, LaunchContext
 from .links import DROPPED, SENT, Ticket, WorkerLink
 from .relay import Relay
+from .resources import Sampler
 
 log = logging.getLogger("ipyworkers.kernel")
 
@@ -96,6 +97,8 @@ class Supervisor:
         self.relay = Relay(self.post, self.alive)
         self._spawner: ThreadPoolExecutor | None = None
         self._monitor: threading.Thread | None = None
+        self.resources = Sampler()
+        """CPU and memory of the local workers, sampled by the monitor thread."""
         self._stopping = threading.Event()
 
     # -- opening and closing --------------------------------------------------------------
@@ -433,6 +436,8 @@ class Supervisor:
             for handle in list(self.handles.values()):
                 if handle.state == UP and handle.process.poll() is not None:
                     self._lose(handle)
+            self.resources.maybe_sample({h.id: h.pid for h in list(self.handles.values())
+                                         if h.state == UP and h.launcher == "local"})
             now = time.monotonic()
             if now - last_ping >= PING_SECONDS:
                 last_ping = now
@@ -461,7 +466,8 @@ class Supervisor:
             return None
         return {"pid": handle.pid, "host": handle.host, "lost": handle.state != UP,
                 "unresponsive": handle.unresponsive and handle.state == UP, "launcher": handle.launcher,
-                "address": handle.peer_address, "relayed_from": sorted(self.relay.routes.get(wid, ()))}
+                "address": handle.peer_address, "relayed_from": sorted(self.relay.routes.get(wid, ())),
+                **self.resources.figures(wid)}
 
 
 _TIMES: dict[type, tuple[str, ...]] = {p.Started: ("at",), p.Unrun: ("at",), p.Fetched: ("t0", "t1"),

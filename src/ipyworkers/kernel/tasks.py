@@ -41,6 +41,9 @@ class Task:
         """Set, under the scheduler's lock, once the scheduler has decided how the task ends."""
         self.ticket: Any = None
         """The control-link frame that carries this task to its worker, once dispatched."""
+        self.canceller: Any = None
+        """``Cluster.cancel`` of the cluster that runs the task (``cancel``)."""
+        self.cancel_requested = False
 
     def __repr__(self) -> str:
         return f"<Task #{self.id} on worker {self.worker}: {self.state}>"
@@ -114,6 +117,19 @@ class Task:
                 return
         self._call(callback)
 
+    def cancel(self) -> None:
+        """Cancel the task: if it has not started, it is dropped (``TaskCancelled``), and so
+        are the tasks that need what it would make; if it runs, it is interrupted (a
+        ``KeyboardInterrupt`` in its code). Nothing happens to a task that has ended.
+        A task already sent to a busy worker is skipped when the worker gets to it.
+        Returns at once; ``wait()`` for the end."""
+        if self.done():
+            return
+        if self.canceller is None:
+            raise RuntimeError(f"task #{self.id} belongs to no cluster that can cancel it")
+        self.cancel_requested = True
+        self.canceller(self)
+
     def succeeded(self) -> bool:
         return self.state == DONE
 
@@ -148,6 +164,11 @@ class TaskGroup:
     @property
     def error(self) -> BaseException | None:
         return next((t.error for t in self.tasks if t.error is not None), None)
+
+    def cancel(self) -> None:
+        """``Task.cancel`` each task of the group."""
+        for task in self.tasks:
+            task.cancel()
 
     @property
     def result(self) -> dict[int, Any]:

@@ -136,10 +136,10 @@ class Dashboard:
 
 
 def status_html(rows: list[dict[str, Any]]) -> str:
-    from .magics import STATE_COLOURS, state_kind
+    from .tables import STATE_COLOURS, _size, state_kind, warnings_html
 
     head = "".join(f"<th style='text-align:left;padding:0 .8em 0 0'>{c}</th>"
-                   for c in ("worker", "host", "pid", "state", "task", "names"))
+                   for c in ("worker", "host", "pid", "state", "cpu", "rss", "task", "names"))
     body = []
     for row in rows:
         names = row.get("names") or []
@@ -148,12 +148,15 @@ def status_html(rows: list[dict[str, Any]]) -> str:
         task = row.get("task") or "-"
         if row.get("queued"):
             task += f" (+{row['queued']} queued)"
+        cpu = "-" if row.get("cpu") is None else f"{row['cpu']:.0f}%"
+        rss = "-" if row.get("rss") is None else _size(row["rss"])
         body.append(
             f"<tr><td>{row['id']}</td><td>{html.escape(_host(row))}</td><td>{row['pid'] or '-'}</td>"
-            f"<td style='color:{colour}'>{html.escape(row['state'])}</td><td>{html.escape(task)}</td>"
+            f"<td style='color:{colour}'>{html.escape(row['state'])}</td><td>{cpu}</td><td>{rss}</td>"
+            f"<td>{html.escape(task)}</td>"
             f"<td>{len(names)}{': ' + html.escape(shown) if names else ''}</td></tr>"
         )
-    return f"<table class='ipyworkers-status'><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<table class='ipyworkers-status'><tr>{head}</tr>{''.join(body)}</table>" + warnings_html(rows)
 
 
 def _host(row: dict[str, Any]) -> str:

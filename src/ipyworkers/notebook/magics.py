@@ -13,7 +13,6 @@ import re
 import shlex
 import sys
 import time
-from html import escape
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -21,17 +20,21 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
 from ..errors import ClusterError, TagError, TaskCancelled
+from ..kernel import celltasks
 from ..kernel.cluster import Cluster, max_workers
 from ..kernel.sinks import PrintSink, Sink
 from ..kernel.tasks import Task, TaskGroup
 from ..plan.export import ExportError
 from . import remote
-from .outputs import CellOutput, QueueSink, running_cell_number
+from .blocked import QueueSink
+from .outputs import CellOutput, running_cell_number
+from .tables import StatusTable, who_has_text
 
 _IPYTHON_CACHE_NAME = re.compile(r"^_(i{0,3}|_{0,2})\d*$|^_(ih|oh|dh|ii+)$")
-WORKERS_ACTIONS = ("start", "add", "remove", "stop", "restart", "interrupt", "status")
+WORKERS_ACTIONS = ("start", "add", "remove", "stop", "restart", "interrupt", "cancel", "status")
 WORKERS_USAGE = ("%workers start [N] [--force] [--ssh HOSTS | --slurm | --mpi | --join] [--insecure] [-- ARGS] | "
-                 "add N [--ssh HOSTS | ...] | remove ID ... | stop | restart [ID ...] | interrupt [ID ...] | status")
+                 "add N [--ssh HOSTS | ...] | remove ID ... | stop | restart [ID ...] | interrupt [ID ...] | "
+                 "cancel In[N]|#TASK ... | status")
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -89,7 +92,8 @@ def _parse(magic: Any, line: str) -> argparse.Namespace:
 
 def _uncommented(line: str) -> str:
     """``line`` without a trailing comment: from a ``#`` that starts a word outside
-    quotes, as in a shell (so ``--save 'run#2.html'`` keeps its ``#``)."""
+    quotes, as in a shell (so ``--save 'run#2.html'`` keeps its ``#``), unless a digit
+    follows it (``%workers cancel #12`` names task 12)."""
     quote, escaped = None, False
     for i, char in enumerate(line):
         if escaped:
@@ -101,7 +105,7 @@ def _uncommented(line: str) -> str:
                 quote = None
         elif char in "'\"":
             quote = char
-        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+        elif char == "#" and (i == 0 or line[i - 1].isspace()) and not line[i + 1:i + 2].isdigit():
             return line[:i]
     return line
 
@@ -114,61 +118,6 @@ def _has_widget_frontend(shell: Any) -> bool:
     except ImportError:
         return False
     return True
-
-
-# -- showing status -----------------------------------------------------------------------------
-
-STATE_COLOURS = {"idle": "#1a7f37", "busy": "#0969da", "waiting": "#9a6700", "unresponsive": "#cf222e",
-                  "dead": "#cf222e"}
-
-
-def state_kind(state: str) -> str:
-    """'idle', 'busy', 'waiting', 'unresponsive' or 'dead', from a status row's state."""
-    for kind in ("waiting", "unresponsive"):
-        if state.startswith(kind):
-            return kind
-    return state if state in STATE_COLOURS else "busy"
-
-
-class StatusTable:
-    """``%workers status``: an HTML table in a notebook, text elsewhere. A worker that
-    needs the user (waiting on another, unresponsive, dead) says so in its state."""
-
-    COLUMNS = ("id", "pid", "host", "state", "task", "names")
-
-    def __init__(self, rows: list[dict[str, Any]]):
-        self.rows = rows
-
-    @staticmethod
-    def _cell(row: dict[str, Any], column: str) -> str:
-        value = row.get(column)
-        if column == "names":
-            names = value or []
-            return f"{len(names)}: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}" if names else "0"
-        if column == "task" and row.get("queued"):
-            return f"{value or '-'} (+{row['queued']} queued)"
-        if column == "host" and row.get("relayed_from"):
-            return f"{value} (via kernel from {', '.join(map(str, row['relayed_from']))})"
-        return "-" if value is None or value == "" else str(value)
-
-    def __repr__(self) -> str:
-        table = [self.COLUMNS] + [tuple(self._cell(r, c) for c in self.COLUMNS) for r in self.rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(self.COLUMNS))]
-        return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table)
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.COLUMNS)
-        body = "".join("<tr>" + "".join(self._html_cell(r, c) for c in self.COLUMNS) + "</tr>" for r in self.rows)
-        return f"<table class='ipyworkers-status'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    def _html_cell(self, row: dict[str, Any], column: str) -> str:
-        text = escape(self._cell(row, column))
-        if column != "state":
-            return f"<td style='text-align:left'>{text}</td>"
-        kind = state_kind(row.get("state") or "")
-        weight = ";font-weight:bold" if kind == "unresponsive" else ""
-        return (f"<td class='ipyworkers-{kind}' style='text-align:left;color:{STATE_COLOURS[kind]}{weight}'>"
-                f"{text}</td>")
 
 
 def _outcome_line(worker: int, outcome: str) -> str:
@@ -193,11 +142,11 @@ class WorkerMagics(Magics):
     @kwds(usage="%(prog)s start [N] [--force] [--ssh HOSTS | --slurm | --mpi | --join] [-- ARGS]\n"
                 "  %%%(prog)s add N [--ssh HOSTS | --slurm | --mpi | --join] [-- ARGS]\n"
                 "  %%%(prog)s remove ID [ID ...]\n  %%%(prog)s stop\n  %%%(prog)s restart [ID ...]\n"
-                "  %%%(prog)s interrupt [ID ...]\n  %%%(prog)s status")
+                "  %%%(prog)s interrupt [ID ...]\n  %%%(prog)s cancel In[N]|#TASK ...\n  %%%(prog)s status")
     @argument("action", type=_workers_action, help=" | ".join(WORKERS_ACTIONS))
     @argument("numbers", nargs="*", metavar="N|ID", default=[],
               help="start: how many workers (default: one per CPU); restart, interrupt: which workers "
-                   "(default: all)")
+                   "(default: all); cancel: the cells (In[7]) or tasks (#12)")
     @argument("--force", action="store_true",
               help=f"start: start more than {max_workers()} workers (4 per CPU, at least 8), each a process "
                    "of its own")
@@ -213,6 +162,8 @@ class WorkerMagics(Magics):
                               the way out for a worker that is stuck or unresponsive
         interrupt [ID ...]    KeyboardInterrupt in what these workers (default: all) run or
                               wait for, waiting up to 2 s, then say for each what happened
+        cancel In[N]|#T ...   cancel the tasks of cell In[N], or task #T: dropped if not
+                              started (with what needed them), interrupted if running
         status                a row per worker: host, pid, state (idle, busy, waiting for a
                               variable, unresponsive, dead), task, variables held
         add N                 grow a running cluster by N workers (local, or placed by a launcher)
@@ -276,22 +227,33 @@ class WorkerMagics(Magics):
         self.dashboard.show()
         return None
 
-    def _workers_stop(self, numbers: list[str] = (), args: Any = None) -> None:
+    def _workers_stop(self, numbers: list[str] = (), args: Any = None, quiet: bool = False) -> None:
         if numbers:
             raise UsageError("%workers stop takes no worker ids: it stops them all")
-        if self.cluster is not None:
-            self.cluster.stop()
+        cluster = self.cluster
+        running = cluster is not None and cluster.running
+        alive = sum(1 for row in cluster.status() if row["state"] != "dead") if running else 0
+        if cluster is not None:
+            cluster.stop()
         if self.dashboard is not None:
             self.dashboard.close()
         self._unwaited = []
+        if not quiet:
+            print(f"stopped {alive} worker{'s' if alive != 1 else ''}" if running else "no workers were running")
 
     def _workers_restart(self, numbers: list[str], args: argparse.Namespace) -> Any:
         cluster = self._cluster()
+        before = {row["id"]: row.get("pid") for row in cluster.status()}
         try:
-            cluster.restart(self._ids(numbers, "restart") or None)
+            ids = cluster.check_ids(self._ids(numbers, "restart") or None)
+            cluster.restart(ids)
         except ClusterError as exc:
             raise UsageError(f"%workers restart: {exc}") from None
-        return StatusTable(cluster.status())
+        rows = cluster.status()
+        after = {row["id"]: row.get("pid") for row in rows}
+        for wid in ids:
+            print(f"restarted worker {wid} (pid {before.get(wid) or '-'} -> {after.get(wid) or '-'})")
+        return StatusTable(rows)
 
     def _workers_interrupt(self, numbers: list[str], args: argparse.Namespace) -> None:
         cluster = self._cluster()
@@ -303,6 +265,15 @@ class WorkerMagics(Magics):
             print("no worker was busy")
         for wid, outcome in sorted(report.items()):
             print(_outcome_line(wid, outcome))
+
+    def _workers_cancel(self, numbers: list[str], args: argparse.Namespace) -> None:
+        from . import cancel
+
+        try:
+            lines = cancel.cancel(self._cluster(), numbers)
+        except ValueError as exc:
+            raise UsageError(f"%workers cancel: {exc}") from None
+        print("\n".join(lines))
 
     def _workers_add(self, numbers: list[str], args: argparse.Namespace) -> Any:
         cluster = self._cluster()
@@ -417,12 +388,16 @@ class WorkerMagics(Magics):
         if block:
             return QueueSink()
         if getattr(self.shell, "kernel", None) is not None:
-            return CellOutput(prefix_lines, cell=running_cell_number(self.shell), spill_dir=self.cluster.runtime_dir)
+            return CellOutput(prefix_lines, cell=running_cell_number(self.shell), spill_dir=self.cluster.runtime_dir,
+                              show_state=True)
         return PrintSink()
 
     def _finish_cell(self, handle: Task | TaskGroup, sink: Sink, block: bool, prefix_lines: bool) -> None:
         if not block:
             self._unwaited.append(handle)
+            if isinstance(sink, CellOutput):
+                cluster = self.cluster
+                sink.watch(_tasks(handle), waits=lambda task: celltasks.waits_for(cluster, task))
             return
         self._wait_showing(handle, sink, prefix_lines)
         error = _cell_error(_tasks(handle))
@@ -543,14 +518,7 @@ class WorkerMagics(Magics):
     def who_has(self, line: str) -> Any:
         """Which workers (and the kernel) hold each variable, its size, and the task that made it."""
         args = _parse(self.who_has, line)
-        table = self._cluster().who_has(args.names or None)
-        rows = [
-            f"{name:<20} {', '.join(_holder(h) for h in info['holders']) or '-':<24} "
-            f"{_size(info['size']):>10}  task #{info['task']} {info['state']}"
-            if info["task"] else f"{name:<20} not defined on any worker"
-            for name, info in table.items()
-        ]
-        print("\n".join(rows) if rows else "no variables on the workers yet")
+        print(who_has_text(self._cluster().who_has(args.names or None), asked=bool(args.names)))
 
     @magic_arguments()
     @argument("--save", metavar="FILE", help="save it instead: FILE.html is a page, FILE.json a Chrome/Perfetto "
@@ -625,20 +593,6 @@ def _tasks(handle: Task | TaskGroup) -> list[Task]:
     return handle.tasks if isinstance(handle, TaskGroup) else [handle]
 
 
-def _holder(holder: int) -> str:
-    return "kernel" if holder == 0 else f"worker {holder}"
-
-
-def _size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
-
-
 def _colors(shell: Any) -> str:
     colors = str(getattr(shell, "colors", "nocolor") or "nocolor").lower()
     return "linux" if getattr(shell, "kernel", None) is not None and colors == "nocolor" else colors
@@ -661,7 +615,7 @@ def unload(ipython: Any) -> None:
     except ValueError:
         pass
     if _magics is not None:
-        _magics._workers_stop()
+        _magics._workers_stop(quiet=True)
     _magics = None
 
 

@@ -36,8 +36,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import queue
-import sys
 import tempfile
 import threading
 import time
@@ -46,6 +44,7 @@ import weakref
 from typing import Any
 
 from ..kernel.sinks import Sink
+from . import cellstate
 
 log = logging.getLogger("ipyworkers.notebook")
 
@@ -55,8 +54,8 @@ KEEP_CHARS = 32 * 1024 * 1024
 """Characters of one worker's stdout (or stderr) kept in memory; the rest goes to a file."""
 RENDER_SECONDS = 0.15
 IDLE_SECONDS = 5.0
-DRAIN_SECONDS = 0.1
-"""How often a ``--block`` cell writes what arrived: one stream message per stream per drain."""
+TICK_SECONDS = 1.0
+"""How often a cell with work in flight republishes its state line (its running time)."""
 
 STDERR_STYLE = ("\x1b[31m", "\x1b[0m")
 BLANK = {"text/plain": ""}
@@ -308,7 +307,8 @@ class CellOutput(Sink):
     ``KEEP_CHARS`` goes (the cluster's runtime directory; a temporary file otherwise).
     """
 
-    def __init__(self, prefix_lines: bool = False, cell: int | None = None, spill_dir: Any = None):
+    def __init__(self, prefix_lines: bool = False, cell: int | None = None, spill_dir: Any = None,
+                 show_state: bool = False):
         self.cell = cell
         self._spill_dir = None if spill_dir is None else str(spill_dir)
         self._prefix = _Prefixer() if prefix_lines else None
@@ -326,9 +326,60 @@ class CellOutput(Sink):
         self._parent = dict(getattr(_display_pub(), "parent_header", None) or {})
         if cell is not None:
             _cells[cell] = self
+        self._tasks: list = []
+        self._waits: Any = None
+        self._state_slot = f"ipyworkers-state-{uuid.uuid4().hex}" if show_state else None
+        self._state_shown: tuple[Any, str, float] | None = None
+        if self._state_slot is not None:
+            _publish(*cellstate.bundle([("queued", "submitted")]), self._state_slot, update=False)
         self._slots.append(f"ipyworkers-{uuid.uuid4().hex}")
         self._shown.append(None)
         _publish(BLANK, {}, self._slots[0], update=False)
+
+    # -- the state line ------------------------------------------------------------------------
+
+    def watch(self, tasks: list, waits: Any = None) -> None:
+        """Show the state of ``tasks`` in the state line, live, until they end; ``waits(task)``
+        says which tasks a queued one waits for."""
+        with self._lock:
+            self._tasks, self._waits = list(tasks), waits
+            wake = self._mark_locked()
+        for task in tasks:
+            task.add_done_callback(self._task_ended)
+        _renderer.watch(self)
+        if wake:
+            _renderer.wake(self)
+
+    def _task_ended(self, task: Any) -> None:
+        with self._lock:
+            wake = self._mark_locked()
+        if wake:
+            _renderer.wake(self)
+
+    def settled(self) -> bool:
+        """Have the watched tasks all ended (so the state line stops ticking)?"""
+        return all(t.done() for t in self._tasks)
+
+    def state(self) -> str:
+        """The state line(s) as shown, in plain text."""
+        return "\n".join(line for _, line in cellstate.state_lines(self._tasks, self._waits))
+
+    def _state_plan(self) -> tuple[dict, dict] | None:
+        """The state line's display data, if it should be republished now: its kind changed,
+        or a second passed and its text did."""
+        if self._state_slot is None or not self._tasks:
+            return None
+        try:
+            lines = cellstate.state_lines(self._tasks, self._waits)
+        except Exception:
+            log.exception("the state line of a cell failed")
+            return None
+        kinds, text, now = tuple(k for k, _ in lines), "\n".join(t for _, t in lines), time.monotonic()
+        shown = self._state_shown
+        if shown is not None and (shown[1] == text or (shown[0] == kinds and now - shown[2] < TICK_SECONDS * 0.9)):
+            return None
+        self._state_shown = (kinds, text, now)
+        return cellstate.bundle(lines)
 
     # -- Sink: reader threads; append and mark dirty, nothing more -------------------------------
 
@@ -450,6 +501,9 @@ class CellOutput(Sink):
 
     def render(self) -> None:
         with self._render_lock:
+            state = self._state_plan()
+            if state is not None:
+                _publish(*state, self._state_slot, update=True)
             with self._lock:
                 self._dirty = False
                 where = self._where()
@@ -484,30 +538,48 @@ class _Renderer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._dirty: dict[int, CellOutput] = {}
+        self._live: dict[int, CellOutput] = {}
+        """Cells whose tasks have not all ended: their state lines tick every ``TICK_SECONDS``."""
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def wake(self, sink: CellOutput) -> None:
         with self._lock:
             self._dirty[id(sink)] = sink
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="ipyworkers-output", daemon=True)
-                self._thread.start()
+            self._start_locked()
         self._wake.set()
+
+    def watch(self, sink: CellOutput) -> None:
+        with self._lock:
+            self._live[id(sink)] = sink
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="ipyworkers-output", daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         last = 0.0
         while True:
-            if not self._wake.wait(IDLE_SECONDS):
+            with self._lock:
+                live = bool(self._live)
+            woke = self._wake.wait(TICK_SECONDS if live else IDLE_SECONDS)
+            if not woke and not live:
                 with self._lock:
-                    if not self._dirty:
+                    if not self._dirty and not self._live:
                         self._thread = None
                         return
                 continue
-            time.sleep(max(0.0, last + RENDER_SECONDS - time.monotonic()))
+            if woke:
+                time.sleep(max(0.0, last + RENDER_SECONDS - time.monotonic()))
             self._wake.clear()
             with self._lock:
-                sinks, self._dirty = list(self._dirty.values()), {}
+                sinks = {**self._live, **self._dirty}
+                self._dirty = {}
+                for key in [k for k, s in self._live.items() if s.settled()]:
+                    del self._live[key]
+            sinks = list(sinks.values())
             last = time.monotonic()
             for sink in sinks:
                 try:
@@ -517,81 +589,3 @@ class _Renderer:
 
 
 _renderer = _Renderer()
-
-
-# -- --block ------------------------------------------------------------------------------------
-
-
-class QueueSink(Sink):
-    """Hands output to the thread that waits on the work (a blocking cell), which
-    shows it with the kernel's own machinery: it then lands in that cell. The waiting
-    thread drains it every ``DRAIN_SECONDS``, one write and flush (one stream message)
-    for each run of text on one stream."""
-
-    def __init__(self) -> None:
-        self.items: queue.SimpleQueue = queue.SimpleQueue()
-        self._prefixer: _Prefixer | None = None
-        self._drained = 0.0
-
-    def stream(self, worker, name, text):
-        self.items.put(("stream", worker, name, text))
-
-    def display(self, worker, data, metadata, transient, update):
-        self.items.put(("display", worker, data, metadata))
-
-    def clear(self, worker, wait):
-        self.items.put(("clear", worker, wait))
-
-    def note(self, worker, text):
-        self.items.put(("stream", worker, "stderr", text.rstrip("\n") + "\n"))
-
-    def drain(self, prefix_lines: bool = False, final: bool = False) -> None:
-        """Show what has arrived; call from the kernel's main thread. Unless ``final``,
-        does nothing if the last drain was less than ``DRAIN_SECONDS`` ago."""
-        now = time.monotonic()
-        if not final and now - self._drained < DRAIN_SECONDS:
-            return
-        self._drained = now
-        if prefix_lines and self._prefixer is None:
-            self._prefixer = _Prefixer()
-        prefixer = self._prefixer if prefix_lines else None
-        run_name, run = None, []
-        while True:
-            try:
-                item = self.items.get_nowait()
-            except queue.Empty:
-                break
-            if item[0] == "stream":
-                _, worker, name, text = item
-                if prefixer is not None:
-                    text = prefixer(worker, name, text)
-                if name != run_name:
-                    _write(run_name, run)
-                    run_name, run = name, []
-                run.append(text)
-                continue
-            _write(run_name, run)
-            run_name, run = None, []
-            _show(item)
-        _write(run_name, run)
-
-
-def _write(name: str | None, texts: list[str]) -> None:
-    if not texts:
-        return
-    target = sys.stderr if name == "stderr" else sys.stdout
-    target.write("".join(texts))
-    target.flush()
-
-
-def _show(item: tuple) -> None:
-    kind = item[0]
-    if kind == "display":
-        from IPython.display import publish_display_data
-
-        sys.stdout.flush()
-        publish_display_data(item[2], item[3])
-    elif kind == "clear":
-        from IPython.display import clear_output
-
-        clear_output(wait=item[2])
