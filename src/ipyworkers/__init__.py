@@ -39,6 +39,10 @@ Worker process
   A forked group guard process kills the worker's process group when the worker dies.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .errors import (
     ChannelError,
@@ -50,9 +54,28 @@ from .errors import (
     WorkerStartError,
 )
 from .files import chunks, range_lines, read_range
-from .kernel.cluster import Cluster
-from .kernel.tasks import Task, TaskGroup
-from .plan.analysis import CodeNames, analyze
+
+if TYPE_CHECKING:
+    from .kernel.cluster import Cluster
+    from .kernel.tasks import Task, TaskGroup
+    from .plan.analysis import CodeNames, analyze
+
+_LAZY = {"Cluster": ".kernel.cluster", "Task": ".kernel.tasks", "TaskGroup": ".kernel.tasks",
+         "CodeNames": ".plan.analysis", "analyze": ".plan.analysis"}
+"""Imported on first use: a worker process (``python -m ipyworkers.worker``) imports this
+package too, and needs none of the kernel's modules, so it starts serving sooner."""
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ipyworkers' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "__version__",

@@ -41,6 +41,7 @@ class Task:
         """Set, under the scheduler's lock, once the scheduler has decided how the task ends."""
         self.ticket: Any = None
         """The control-link frame that carries this task to its worker, once dispatched."""
+        self._canceller: Any = None
 
     def __repr__(self) -> str:
         return f"<Task #{self.id} on worker {self.worker}: {self.state}>"
@@ -98,6 +99,11 @@ class Task:
                 self._callbacks.append(callback)
                 return
         self._call(callback)
+
+    def cancel(self) -> None:
+        """Drop the task if it has not started; interrupt it if it runs (``Cluster.cancel``)."""
+        if self._canceller is not None and not self.done():
+            self._canceller(self)
 
     def succeeded(self) -> bool:
         return self.state == DONE

@@ -100,7 +100,7 @@ class Worker:
             threading.Thread(target=target, name=name, daemon=True).start()
         sys.stdout = TaskStream("stdout", sys.__stdout__, self.emit, lambda: self.runner.current_output_task)
         sys.stderr = TaskStream("stderr", sys.__stderr__, self.emit, lambda: self.runner.current_output_task)
-        self.runner.shell = make_shell(self.runner, self.namespace.ns, self.colors)
+        self.runner.make_shell = lambda: make_shell(self.runner, self.namespace.ns, self.colors)
         self.runner.loop()
         self.flush_output()
         self.conn.close()
@@ -140,6 +140,7 @@ class Worker:
         while True:
             time.sleep(FLUSH_SECONDS)
             self.flush_output()
+            self.runner.announce_long_call()
             ticks += 1
             if ticks % STREAM_REPORT_TICKS == 0:
                 self.channels.report_all()

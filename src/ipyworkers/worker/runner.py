@@ -19,10 +19,17 @@ from typing import Any
 
 from .. import protocol as p
 from ..errors import SerializationError
-from ..protocol import NOTHING
 from ..serialize import dumps_value, loads_value, unpack_values
+from .calls import Calls
 from .fetcher import InputUnavailable
 from .namespace import MISSING
+
+SHELL_IDLE_SECONDS = 0.3
+"""The IPython shell is built once the worker has been idle this long (or for the first
+cell, if sooner): function calls need none, so a worker serves them from the start."""
+QUIET_START_SECONDS = 0.05
+"""A function call tells the kernel it started only once it has run this long; a shorter
+one is reported by its ``Finished`` alone (which carries its start time)."""
 
 
 class Unpicklable:
@@ -54,8 +61,9 @@ class TaskRunner:
         self.current_output_task: int | None = None
         self.returns_result = False
         self.shell: Any = None
-        self.functions: dict[str, Any] = {}
-        self.accumulators: dict[str, Any] = {}
+        self.make_shell: Any = None
+        self.calls = Calls()
+        self._quiet_start: tuple[int, float] | None = None
         self._error: tuple[str, str, list[str]] | None = None
         self._main = threading.get_ident()
 
@@ -84,12 +92,29 @@ class TaskRunner:
     def loop(self) -> None:
         while True:
             try:
-                item = self.inbox.get()
+                try:
+                    item = self.inbox.get(timeout=SHELL_IDLE_SECONDS if self.shell is None else None)
+                except queue.Empty:
+                    self.ensure_shell()
+                    continue
                 if item is None:
                     return
                 self._execute(*item)
             except KeyboardInterrupt:
                 continue
+
+    def ensure_shell(self) -> Any:
+        if self.shell is None and self.make_shell is not None:
+            self.shell = self.make_shell()
+        return self.shell
+
+    def announce_long_call(self) -> None:
+        """A function call running for ``QUIET_START_SECONDS`` now says it started (IO thread)."""
+        with self._lock:
+            pending = self._quiet_start
+            if pending is not None and time.monotonic() - pending[1] >= QUIET_START_SECONDS:
+                self._quiet_start = None
+                self.worker.emit(p.Started(*pending))
 
     def _execute(self, run: p.Run, parts: list) -> None:
         with self._lock:
@@ -169,6 +194,9 @@ class TaskRunner:
         self.worker.emit(p.Unrun(task, message, root, time.monotonic()))
 
     def _run(self, run: p.Run, payload: dict[str, list]) -> None:
+        if run.call is not None:
+            self._run_call(run, payload)
+            return
         started = time.monotonic()
         self.worker.emit(p.Started(run.task, started))
         namespace, channels = self.worker.namespace, self.worker.channels
@@ -197,11 +225,31 @@ class TaskRunner:
         self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, sizes, missing, written,
                                     channels.epochs_sent()), value_parts)
 
+    def _run_call(self, run: p.Run, payload: dict[str, list]) -> None:
+        """A function call: no namespace, no streams; ``Started`` only if it runs long."""
+        started = time.monotonic()
+        with self._lock:
+            self._quiet_start = (run.task, started)
+        self._error = None
+        self.current_output_task = run.task
+        result = self._call(run, payload)
+        with self._lock:
+            self.interruptible = False
+            self._quiet_start = None
+        self.worker.flush_output()
+        self.current_output_task = None
+        error = self._error if not result.success else None
+        value_parts: list = []
+        if error is None and run.want_result and result.result is not None:
+            value_parts = self._result_parts(result.result)
+        self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, {}, [], [], {}), value_parts)
+
     def _call(self, run: p.Run, payload: dict[str, list]) -> Any:
         try:
             if run.call is not None:
                 return self._apply(run.call, payload)
             if run.code is not None:
+                self.ensure_shell()
                 self.shell.execution_count = run.cell or run.task
                 return self.shell.run_cell(run.code, store_history=False)
             return None
@@ -210,27 +258,13 @@ class TaskRunner:
             return Outcome(None, success=False)
 
     def _apply(self, call: dict, payload: dict[str, list]) -> Outcome:
-        """A function call sent by ``Cluster.map``/``mapreduce``: no cell, no namespace."""
-        where = f"worker {self.worker.id}"
+        """A function call (``Cluster.submit``, a map batch): no cell, no namespace."""
         try:
-            if "collect" in call:
-                return Outcome(self.accumulators.pop(call["collect"], NOTHING))
-            for key in payload.keys() - {"item"}:
-                self.functions[key] = loads_value(key, payload[key], where)
-            value = self.functions[call["fn"]](loads_value("item", payload["item"], where))
-            if call.get("acc") is None:
-                return Outcome(value)
-            key = call["acc"]
-            if key in self.accumulators:
-                value = self.functions[call["reduce"]](self.accumulators[key], value)
-            self.accumulators[key] = value
-            return Outcome(None)
+            return Outcome(self.calls.run(call, payload, f"worker {self.worker.id}"))
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 raise
-            user_frames = exc.__traceback__.tb_next or exc.__traceback__
-            stb = self.shell.InteractiveTB.structured_traceback(type(exc), exc, user_frames)
-            self.note_error(type(exc), exc, stb)
+            self.note_error(type(exc), exc, self.calls.format_error(exc))
             return Outcome(None, success=False)
 
     def _result_parts(self, value: Any) -> list:
