@@ -547,6 +547,7 @@ class Job:
 
     def _batch_ended(self, batch: Batch, task: Task) -> None:
         error, results = task.error, task._result
+        task._result = None  # the scheduler keeps ended tasks a while: not their results too
         if error is None and self.reduce_key is None and not isinstance(results, list):
             error = ClusterError(f"the results of {task.label} on worker {task.worker} did not come back "
                                  f"(one of them would not pickle, or not unpickle here): {results!r:.200}")

@@ -19,6 +19,7 @@ Call forms (the ``call`` dict of a ``Run``):
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections import OrderedDict
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from ..protocol import NOTHING
 from ..serialize import loads_value
 
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 FUNCTIONS_KEPT = 64
 MISSING = "FunctionNotShipped"
 
@@ -110,9 +112,9 @@ class Calls:
         return functions[key]
 
     def format_error(self, exc: BaseException) -> list[str]:
-        """The user's frames only (this module's are left out), plus the item that failed."""
+        """The user's frames only (the worker's own are left out), plus the item that failed."""
         tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HERE):
             tb = tb.tb_next
         lines = [line.rstrip("\n") for line in traceback.format_exception(type(exc), exc, tb)]
         if self.failed_item is not None:

@@ -25,8 +25,9 @@ from .fetcher import InputUnavailable
 from .namespace import MISSING
 
 SHELL_IDLE_SECONDS = 0.3
-"""The IPython shell is built once the worker has been idle this long (or for the first
-cell, if sooner): function calls need none, so a worker serves them from the start."""
+"""The IPython shell is built on a thread of its own once the worker has been idle this
+long (or for the first cell, if sooner): function calls need none, so a worker serves
+them from the start, and while it is being built."""
 QUIET_START_SECONDS = 0.05
 """A function call tells the kernel it started only once it has run this long; a shorter
 one is reported by its ``Finished`` alone (which carries its start time)."""
@@ -62,6 +63,7 @@ class TaskRunner:
         self.returns_result = False
         self.shell: Any = None
         self.make_shell: Any = None
+        self._shell_thread: threading.Thread | None = None
         self.calls = Calls()
         self._quiet_start: tuple[int, float] | None = None
         self._error: tuple[str, str, list[str]] | None = None
@@ -95,7 +97,7 @@ class TaskRunner:
                 try:
                     item = self.inbox.get(timeout=SHELL_IDLE_SECONDS if self.shell is None else None)
                 except queue.Empty:
-                    self.ensure_shell()
+                    self._build_shell_soon()
                     continue
                 if item is None:
                     return
@@ -103,9 +105,19 @@ class TaskRunner:
             except KeyboardInterrupt:
                 continue
 
+    def _build_shell_soon(self) -> None:
+        if self._shell_thread is None and self.make_shell is not None:
+            self._shell_thread = threading.Thread(target=self._build_shell, name="shell-build", daemon=True)
+            self._shell_thread.start()
+
+    def _build_shell(self) -> None:
+        shell = self.make_shell()
+        self.shell = shell
+
     def ensure_shell(self) -> Any:
-        if self.shell is None and self.make_shell is not None:
-            self.shell = self.make_shell()
+        if self.shell is None:
+            self._build_shell_soon()
+            self._shell_thread.join()
         return self.shell
 
     def announce_long_call(self) -> None:
