@@ -22,7 +22,8 @@ def execute(name: str) -> nbformat.NotebookNode:
     return notebook
 
 
-@pytest.mark.parametrize("builder, name", [("make_tour", "tour.ipynb"), ("make_pipeline", "pipeline.ipynb")])
+@pytest.mark.parametrize("builder, name", [("make_tour", "tour.ipynb"), ("make_pipeline", "pipeline.ipynb"),
+                                           ("make_maps", "maps.ipynb")])
 def test_committed_notebook_matches_its_generator(builder, name):
     cells = __import__(builder).CELLS
     committed = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -44,3 +45,13 @@ def test_pipeline_notebook_runs():
     assert "total = " in text
     assert "11200 lines with ERROR" in text
     assert "'ERROR': 11200" in text
+
+
+def test_maps_notebook_runs_pyrallels_examples():
+    text = summarize(execute("maps.ipynb"))
+    assert "5000 lines processed, e.g. LINE 999 OF THE FILE" in text
+    assert "mapreduce = 49995000 in" in text
+    assert "result 16" in text
+    assert "[1024, 27]" in text and "[10, 21, 32]" in text
+    assert text.index("slept 0.1 s") < text.index("slept 0.6 s")
+    assert "ValueError: item 13 is bad" in text

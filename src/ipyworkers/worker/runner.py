@@ -115,9 +115,19 @@ class TaskRunner:
         self.shell = shell
 
     def ensure_shell(self) -> Any:
+        """The shell, once built: a cell waits for it before it starts (not interruptibly,
+        so an interrupt never lands in the middle of building it)."""
         if self.shell is None:
-            self._build_shell_soon()
-            self._shell_thread.join()
+            with self._lock:
+                interruptible, self.interruptible = self.interruptible, False
+            try:
+                if self._shell_thread is None:
+                    self._build_shell()
+                else:
+                    self._shell_thread.join()
+            finally:
+                with self._lock:
+                    self.interruptible = interruptible
         return self.shell
 
     def announce_long_call(self) -> None:
@@ -209,6 +219,7 @@ class TaskRunner:
         if run.call is not None:
             self._run_call(run, payload)
             return
+        self.ensure_shell()
         started = time.monotonic()
         self.worker.emit(p.Started(run.task, started))
         namespace, channels = self.worker.namespace, self.worker.channels
@@ -261,7 +272,6 @@ class TaskRunner:
             if run.call is not None:
                 return self._apply(run.call, payload)
             if run.code is not None:
-                self.ensure_shell()
                 self.shell.execution_count = run.cell or run.task
                 return self.shell.run_cell(run.code, store_history=False)
             return None
