@@ -322,10 +322,10 @@ def test_cancel_stops_a_map_by_its_iterator_or_by_one_of_its_batches(cluster):
     cluster.cancel(results)
     with pytest.raises(ClusterError, match="cancelled"):
         list(results)
-    results = cluster.imap(nap, range(100), chunksize=1, progress=False)
+    results = cluster.imap(nap, range(100), [0.1] * 100, chunksize=1, progress=False)
     assert next(results) == 0
-    batch = next(t for t in cluster.unfinished() if t.label.startswith("map nap"))
-    batch.cancel()
+    batch = max((t for t in cluster.unfinished() if t.label.startswith("map nap")), key=lambda t: t.id)
+    batch.cancel()  # the newest: still queued behind others
     with pytest.raises((TaskCancelled, RemoteError)):
         list(results)
     assert cluster.map(square, range(4), progress=False) == [0, 1, 4, 9]

@@ -46,6 +46,9 @@ from .sinks import Sink
 from .tasks import Task, TaskGroup
 
 PER_WORKER = 3
+LONG_BATCH_SECONDS = 0.1
+"""Batches this long keep only one waiting behind the running one on each worker: the
+round trip is hidden all the same, and the end of the map is better balanced."""
 UNCONSUMED_PER_WORKER = 8
 TARGET_SECONDS = 0.02
 MAX_CHUNK = 8192
@@ -311,6 +314,7 @@ class Chunker:
         self.cap = MAX_CHUNK if total is None else max(1, min(MAX_CHUNK, math.ceil(total / (4 * workers))))
         self._probe = 1
         self.per_item: float | None = None
+        self.last = 1
 
     def next(self, sent: int) -> int:
         if self.fixed:
@@ -322,6 +326,7 @@ class Chunker:
         size = max(1, min(size, self.cap))
         if self.total is not None:
             size = min(size, max(1, math.ceil((self.total - sent) / (2 * self.workers))))
+        self.last = size
         return size
 
     def observe(self, count: int, seconds: float) -> None:
@@ -474,7 +479,9 @@ class Job:
 
     def _pick(self, limit: bool) -> int | None:
         progress = self.cluster._scheduler.progress
-        candidates = [w for w in self._alive() if not limit or self.load.get(w, 0) < PER_WORKER]
+        per_item, last = self.chunker.per_item, self.chunker.last
+        room = 2 if per_item is not None and per_item * last >= LONG_BATCH_SECONDS else PER_WORKER
+        candidates = [w for w in self._alive() if not limit or self.load.get(w, 0) < room]
         if not candidates:
             return None
         return min(candidates, key=lambda w: (self.load.get(w, 0), getattr(progress.get(w), "open", 0), w))

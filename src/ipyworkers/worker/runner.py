@@ -112,6 +112,7 @@ class TaskRunner:
 
     def _build_shell(self) -> None:
         shell = self.make_shell()
+        shell.run_cell("pass", store_history=False, silent=True)  # its first cell is slow: not the user's
         self.shell = shell
 
     def ensure_shell(self) -> Any:
