@@ -20,7 +20,12 @@ Kernel process (per cluster)
                        blocks on a socket and a frame is whole or absent.
   ipyworkers-read-N    reads worker N's reports and hands them to the scheduler and the
                        task's sink; never runs user code.
-  ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks, outside every lock.
+  ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks (and a map's results,
+                       a processor's collector), outside every lock.
+  ipyworkers-map-N     a map's feeder: cuts its input into batches and submits them,
+                       a few in flight per worker (``kernel/maps.py``).
+  ipyworkers-map-input-N  reads a map's input when it is a plain iterator, into a
+                       bounded buffer.
   ipyworkers-monitor   polls worker processes for exits and sends heartbeats.
   ipyworkers-spawn     starts worker processes (a long-lived thread, because Linux's
                        parent-death signal follows the thread that forked).
@@ -33,7 +38,10 @@ Worker process
   peer-server          one per incoming peer link: stream records and value requests.
   value-sender         one per value request: waits until the value exists, sends it.
   peer-client-N        one per link this worker opened: replies to its requests.
-  output-flush         flushes captured output every 50 ms.
+  output-flush         flushes captured output every 50 ms; tells the kernel when a
+                       function call has run long enough to show as started.
+  shell-build          builds the IPython shell once the worker is idle (function
+                       calls need none; a cell waits for it).
   channel-flush        sends batched stream messages.
   parent-watch         exits when the parent is gone (besides PR_SET_PDEATHSIG).
   A forked group guard process kills the worker's process group when the worker dies.

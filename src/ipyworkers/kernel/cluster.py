@@ -262,8 +262,8 @@ class Cluster:
     # -- function calls and maps (kernel/maps.py, kernel/processor.py) ------------------------------
 
     def submit(self, fn: Callable, *args: Any, on: int | Sequence[int] | None = None, **kwargs: Any) -> Task:
-        """``fn(*args, **kwargs)`` on the live worker with the fewest open tasks (among ``on``,
-        if given); returns its ``Task`` (``.result`` waits). No IPython cell: a plain call."""
+        """``fn(*args, **kwargs)`` (a plain call, no IPython cell) on the live worker with the
+        fewest open tasks, among ``on`` if given; returns its ``Task``."""
         return maps.submit(self, fn, args, kwargs, on)
 
     def as_completed(self, tasks: Iterable[Task], timeout: float | None = None):
@@ -304,9 +304,8 @@ class Cluster:
 
     def processor(self, mapper: Callable, collector: Callable | None = None, *, chunksize: int | None = None,
                   on: Sequence[int] | None = None, progress: Any = None) -> Processor:
-        """A streaming processor: ``with cluster.processor(f, collector=g) as p: p.add_task(x)``
-        runs ``f(x)`` on the workers and hands each result to ``g`` in the kernel (on the
-        callback thread); leaving the ``with`` waits for all and raises the first error."""
+        """``with cluster.processor(f, collector=g) as p: p.add_task(x)``: ``f(x)`` on the workers,
+        each result to ``g`` here; leaving the ``with`` waits for all, raises the first error."""
         return Processor(self, mapper, collector, chunksize=chunksize, on=on, progress=progress)
 
     def _names(self, names: CodeNames) -> tuple[frozenset[str], frozenset[str]]:

@@ -50,7 +50,7 @@ LONG_BATCH_SECONDS = 0.1
 """Batches this long keep only one waiting behind the running one on each worker: the
 round trip is hidden all the same, and the end of the map is better balanced."""
 UNCONSUMED_PER_WORKER = 8
-TARGET_SECONDS = 0.02
+TARGET_SECONDS = 0.05
 MAX_CHUNK = 8192
 LINGER_SECONDS = 0.005
 INPUT_BUFFER = 2 * MAX_CHUNK
