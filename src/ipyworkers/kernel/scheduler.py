@@ -478,14 +478,14 @@ class Scheduler:
                 prog = self.progress.get(wid)
                 task = self.tasks.get(prog.current) if prog is not None and prog.current else None
                 if task is None and prog is not None and prog.open:
-                    task = self._oldest_call(wid)
+                    task = self._oldest_dispatched(wid)
                 if task is not None and not task.done():
                     out[wid] = task
             return out
 
-    def _oldest_call(self, worker: int) -> Task | None:
+    def _oldest_dispatched(self, worker: int) -> Task | None:
         """A worker runs its tasks in arrival order, and a short function call does not say
-        it started: with none known to run, the oldest dispatched call is the one running."""
+        it started (nor a cell while the worker's shell is being built): with none known to
+        run, the oldest dispatched task is the one the worker is on."""
         ids = [r.id for r in self.flow.unfinished([worker]) if r.state == DISPATCHED]
-        task = self.tasks.get(min(ids)) if ids else None
-        return task if task is not None and task.call is not None else None
+        return self.tasks.get(min(ids)) if ids else None

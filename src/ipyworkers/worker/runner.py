@@ -116,19 +116,12 @@ class TaskRunner:
         self.shell = shell
 
     def ensure_shell(self) -> Any:
-        """The shell, once built: a cell waits for it before it starts (not interruptibly,
-        so an interrupt never lands in the middle of building it)."""
+        """The shell, once built (here, if its thread has not begun to build it)."""
         if self.shell is None:
-            with self._lock:
-                interruptible, self.interruptible = self.interruptible, False
-            try:
-                if self._shell_thread is None:
-                    self._build_shell()
-                else:
-                    self._shell_thread.join()
-            finally:
-                with self._lock:
-                    self.interruptible = interruptible
+            if self._shell_thread is None:
+                self._build_shell()
+            else:
+                self._shell_thread.join()
         return self.shell
 
     def announce_long_call(self) -> None:
@@ -140,6 +133,8 @@ class TaskRunner:
                 self.worker.emit(p.Started(*pending))
 
     def _execute(self, run: p.Run, parts: list) -> None:
+        if run.call is None:
+            self.ensure_shell()  # before the task is current: an interrupt meanwhile skips it
         with self._lock:
             if run.task in self.skipped:
                 self.skipped.discard(run.task)
@@ -220,7 +215,6 @@ class TaskRunner:
         if run.call is not None:
             self._run_call(run, payload)
             return
-        self.ensure_shell()
         started = time.monotonic()
         self.worker.emit(p.Started(run.task, started))
         namespace, channels = self.worker.namespace, self.worker.channels
