@@ -337,3 +337,12 @@ def test_task_cancel_drops_a_queued_call(cluster):
     queued.cancel()
     assert isinstance(queued.wait().error, TaskCancelled)
     assert running.result == 1
+
+
+def test_leaving_an_imap_early_stops_it(cluster):
+    for value in cluster.imap(nap, range(1000), chunksize=1, progress=False):
+        assert value == 0
+        break
+    assert cluster.map(square, range(3), progress=False) == [0, 1, 4]
+    ran = cluster.events.events(ev.TASK_FINISHED)
+    assert len(ran) < 100  # the 1,000 naps did not all run
