@@ -276,11 +276,16 @@ def test_a_restarted_worker_gets_the_function_again(cluster):
     assert list(results) == list(range(1, 60))
 
 
-def test_mapreduce_says_a_dead_workers_partial_is_lost(cluster):
-    killer = _kill_later(cluster, 2, 0.3)
-    with pytest.raises(ClusterError, match=r"partial result worker 2 had folded .* is lost"):
-        cluster.mapreduce(nap, operator.add, range(200), chunksize=2, progress=False)
+@pytest.mark.parametrize("checkpoint", [3, 1000])
+def test_mapreduce_survives_a_dead_worker(cluster, monkeypatch, checkpoint):
+    """What the dead worker had folded since its last checkpoint runs again elsewhere."""
+    monkeypatch.setattr(maps, "CHECKPOINT_BATCHES", checkpoint)
+    killer = _kill_later(cluster, 2, 0.4)
+    assert cluster.mapreduce(nap, operator.add, range(240), chunksize=2, progress=False) == sum(range(240))
     killer.join()
+    assert [e.worker for e in cluster.events.events(ev.WORKER_DIED)] == [2]
+    checkpoints = [e for e in cluster.events.events(ev.TASK_QUEUED) if e.data["label"] == "checkpoint nap"]
+    assert bool(checkpoints) == (checkpoint == 3)
 
 
 def test_cluster_interrupt_stops_a_map_and_the_workers_stay_usable(cluster):

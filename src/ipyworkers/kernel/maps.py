@@ -19,8 +19,10 @@ The function travels once per worker (keyed by a digest of its pickle; see
 ``worker/calls.py``), the items once per batch.
 
 A worker that dies: a map's batches on it run again on the others (up to
-``MAX_TRIES`` times each). A ``mapreduce`` cannot do that (the partial result the dead
-worker had folded is gone): it fails with an error that says so.
+``MAX_TRIES`` times each). A ``mapreduce`` also loses what the dead worker had folded:
+so every ``CHECKPOINT_BATCHES`` batches a worker hands its partial result to the kernel
+(which folds it into its own), and the batches folded there since are kept, pickled,
+until then; on a death those run again elsewhere too.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ PROGRESS_SECONDS = 0.1
 TREE_FANIN = 4
 """With more workers than this holding partial results, they fold in pairs on the
 workers (a tree), a round at a time, before the kernel folds the rest."""
+CHECKPOINT_BATCHES = 32
 MISSING_FUNCTION = "FunctionNotShipped"
 NO_INITIAL = object()
 NONE: frozenset[str] = frozenset()
@@ -385,13 +388,14 @@ def _widget_progress() -> Callable[[int, int | None], None] | None:
 
 
 class Batch:
-    __slots__ = ("index", "start", "count", "parts", "worker", "task", "tries")
+    __slots__ = ("index", "start", "count", "parts", "worker", "task", "tries", "counted")
 
     def __init__(self, index: int, start: int, count: int, parts: list):
         self.index, self.start, self.count, self.parts = index, start, count, parts
         self.worker = 0
         self.task: Task | None = None
         self.tries = 0
+        self.counted = False
 
 
 class Job:
@@ -409,6 +413,12 @@ class Job:
             raise ClusterError(f"no live workers to {kind} on")
         self.fn_key, self.fn_parts = ship(fn, "function")
         self.reduce_key = self.reduce_parts = None
+        self.reducer = reducer
+        self.partial: Any = NOTHING
+        """What the kernel has folded of the workers' checkpointed partial results."""
+        self.kept: dict[int, list[Batch]] = {}
+        """Per worker, the batches folded (or to be folded) there since its last checkpoint."""
+        self.checkpoints = 0
         if reducer is not None:
             self.reduce_key, self.reduce_parts = ship(reducer, "reducer")
         self.acc_key = f"acc-{self.id}-{id(self):x}"
@@ -424,7 +434,6 @@ class Job:
         self.load = {w: 0 for w in self.workers}
         self.shipped: set[int] = set()
         self.used: set[int] = set()
-        self.folded: dict[int, int] = {}
         self.ready: dict[int, list] = {}
         self.arrived: deque[list] = deque()
         self.next_out = 0
@@ -518,6 +527,8 @@ class Job:
                 self.inflight[batch.index] = batch
                 self.load[worker] = self.load.get(worker, 0) + 1
                 batch.worker = worker
+                if self.reducer is not None:
+                    self.kept.setdefault(worker, []).append(batch)
             try:
                 task = self.cluster._submit([self._submission(batch, worker, first)])[0]
             except ClusterError:  # the worker died just now: try another
@@ -563,13 +574,18 @@ class Job:
             return
         if task.started_at is not None and task.finished_at is not None:
             self.chunker.observe(batch.count, task.finished_at - task.started_at)
+        checkpoint = None
         with self.cond:
             self.load[batch.worker] -= 1
             if self.inflight.pop(batch.index, None) is None or self.stopped:
                 self._check_done()
                 return
-            self.items_done += batch.count
-            self.folded[batch.worker] = self.folded.get(batch.worker, 0) + batch.count
+            if not batch.counted:
+                batch.counted = True
+                self.items_done += batch.count
+            if self.reducer is not None and len(self.kept.get(batch.worker, ())) >= CHECKPOINT_BATCHES:
+                checkpoint = self.kept.pop(batch.worker)
+                self.checkpoints += 1
             if self.collector is not None or self.reduce_key is not None:
                 self.unconsumed -= 1
             elif self.ordered:
@@ -578,6 +594,8 @@ class Job:
                 self.arrived.append(results)
             self._check_done()
             self.cond.notify_all()
+        if checkpoint is not None:
+            self._checkpoint(batch.worker, checkpoint)
         if self.collector is not None:
             collector = self.collector
             for result in results:
@@ -588,28 +606,62 @@ class Job:
     def _batch_failed(self, batch: Batch, task: Task, error: BaseException) -> None:
         missing = isinstance(error, RemoteError) and error.ename == MISSING_FUNCTION
         lost = isinstance(error, TaskFailed)
+        folded: list[Batch] = []
         with self.cond:
             self.load[batch.worker] -= 1
             if missing or lost:
                 self.shipped.discard(batch.worker)
             again = (missing or lost) and not self.stopped and batch.tries + 1 < MAX_TRIES
-            if lost and self.reduce_key is not None:
-                again = False
-                error = ClusterError(
-                    f"{self.kind} {self.name} failed: {error}. The partial result worker {batch.worker} had "
-                    f"folded ({self.folded.get(batch.worker, 0)} items) is lost with it, so nothing was re-run; "
-                    f"run the mapreduce again")
             if not again:
                 self.inflight.pop(batch.index, None)
-        if again:
-            batch.tries += 1
-            self._send(batch, wait=False)
-        else:
+            elif lost and self.reducer is not None:
+                # what the dead worker had folded since its last checkpoint is gone with it
+                folded = [b for b in self.kept.pop(batch.worker, ()) if b.index not in self.inflight]
+        for redo in [batch, *folded] if again else ():
+            redo.tries += 1
+            self._send(redo, wait=False)
+        if not again:
             self._fail(error)
+
+    def _checkpoint(self, worker: int, batches: list[Batch]) -> None:
+        """Take ``worker``'s partial result into the kernel's; then the batches folded into
+        it need not be kept. If the worker dies first, they run again elsewhere."""
+        sub = Submission(worker, None, NONE, NONE, f"checkpoint {self.name}", self.sink,
+                         call={"collect": self.acc_key}, note=f"partial result of mapreduce {self.name}")
+        try:
+            task = self.cluster._submit([sub])[0]
+        except ClusterError as exc:  # the worker is gone already
+            task = Task(0, worker, "checkpoint")
+            task._finish("failed", error=TaskFailed(worker, 0, str(exc)))
+        task.add_done_callback(functools.partial(self._on_checkpoint, batches))
+
+    def _on_checkpoint(self, batches: list[Batch], task: Task) -> None:
+        try:
+            error, value = task.error, task._result
+            task._result = None
+            redo: list[Batch] = []
+            if error is None:
+                if value is not NOTHING:
+                    self.partial = value if self.partial is NOTHING else self.reducer(self.partial, value)
+            elif isinstance(error, TaskFailed):
+                with self.cond:
+                    redo = [b for b in batches if b.index not in self.inflight and not self.stopped]
+            else:
+                raise error
+            for batch in redo:
+                batch.tries += 1
+                self._send(batch, wait=False)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            with self.cond:
+                self.checkpoints -= 1
+                self._check_done()
+                self.cond.notify_all()
 
     def _check_done(self) -> None:
         """(lock held) The job is over once its input is (or it stopped) and nothing is in flight."""
-        if (self.input_done or self.stopped) and not self.inflight:
+        if (self.input_done or self.stopped) and not self.inflight and not self.checkpoints:
             self.done.set()
 
     # -- stopping ------------------------------------------------------------------------------------
@@ -798,4 +850,5 @@ def _gather_partials(cluster, job: Job) -> list:
         return []
     if tasks.error is not None:
         raise tasks.error
-    return [t.result for t in tasks if t.result is not NOTHING]
+    partials = [t.result for t in tasks if t.result is not NOTHING]
+    return partials if job.partial is NOTHING else [job.partial, *partials]
