@@ -444,9 +444,10 @@ class Cluster:
                 task.sink.note(task.worker, str(error))
             if end.started is not None:
                 self.events.record(ev.TASK_STARTED, worker=task.worker, task=task.id, at=end.started)
-            task._finish(end.state, end.result, error, end.at)
-            self.events.record(_END_EVENTS[end.state], worker=task.worker, task=task.id, at=task.finished_at,
+            at = end.at if end.at is not None else time.monotonic()
+            self.events.record(_END_EVENTS[end.state], worker=task.worker, task=task.id, at=at,
                                error=None if error is None else str(error))
+            task._finish(end.state, end.result, error, at)  # last: it wakes the waiter
         for future, error in effects.pulls:
             if not future.done():
                 future.set_exception(error)
