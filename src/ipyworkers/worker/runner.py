@@ -24,10 +24,6 @@ from .calls import Calls
 from .fetcher import InputUnavailable
 from .namespace import MISSING
 
-SHELL_IDLE_SECONDS = 0.3
-"""The IPython shell is built on a thread of its own once the worker has been idle this
-long (or for the first cell, if sooner): function calls need none, so a worker serves
-them from the start, and while it is being built."""
 QUIET_START_SECONDS = 0.05
 """A function call tells the kernel it started only once it has run this long; a shorter
 one is reported by its ``Finished`` alone (which carries its start time)."""
@@ -92,13 +88,12 @@ class TaskRunner:
     # -- main thread ----------------------------------------------------------------------------
 
     def loop(self) -> None:
+        """Runs tasks as they come. The IPython shell is built meanwhile on a thread of its
+        own: function calls need none, so they run from the start; a cell waits for it."""
+        self._build_shell_soon()
         while True:
             try:
-                try:
-                    item = self.inbox.get(timeout=SHELL_IDLE_SECONDS if self.shell is None else None)
-                except queue.Empty:
-                    self._build_shell_soon()
-                    continue
+                item = self.inbox.get()
                 if item is None:
                     return
                 self._execute(*item)
