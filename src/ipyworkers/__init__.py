@@ -40,8 +40,8 @@ Worker process
   peer-client-N        one per link this worker opened: replies to its requests.
   output-flush         flushes captured output every 50 ms; tells the kernel when a
                        function call has run long enough to show as started.
-  shell-build          builds the IPython shell once the worker is idle (function
-                       calls need none; a cell waits for it).
+  shell-build          builds the IPython shell while the worker already serves
+                       (function calls need none; a cell waits for it).
   channel-flush        sends batched stream messages.
   parent-watch         exits when the parent is gone (besides PR_SET_PDEATHSIG).
   A forked group guard process kills the worker's process group when the worker dies.
