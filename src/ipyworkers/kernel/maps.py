@@ -49,8 +49,9 @@ from .tasks import Task, TaskGroup
 
 PER_WORKER = 3
 LONG_BATCH_SECONDS = 0.1
-"""Batches this long keep only one waiting behind the running one on each worker: the
-round trip is hidden all the same, and the end of the map is better balanced."""
+"""Batches this long (and the first ones, before any has come back) go out one at a time
+per worker, as a worker finishes one: a round trip is little beside them, and a worker
+slowed down by something else holds no queue the others could have taken."""
 UNCONSUMED_PER_WORKER = 8
 TARGET_SECONDS = 0.05
 MAX_CHUNK = 8192
@@ -489,7 +490,7 @@ class Job:
     def _pick(self, limit: bool) -> int | None:
         progress = self.cluster._scheduler.progress
         per_item, last = self.chunker.per_item, self.chunker.last
-        room = 2 if per_item is not None and per_item * last >= LONG_BATCH_SECONDS else PER_WORKER
+        room = 1 if per_item is None or per_item * last >= LONG_BATCH_SECONDS else PER_WORKER
         candidates = [w for w in self._alive() if not limit or self.load.get(w, 0) < room]
         if not candidates:
             return None
