@@ -4,12 +4,13 @@
 A map is a *job*. Its feeder thread takes items from the input only as it goes (a
 sized input is sliced, any other iterable is read by a thread of its own into a small
 buffer), cuts them into batches and keeps at most ``PER_WORKER`` batches in flight on
-each worker, and at most ``UNCONSUMED_PER_WORKER`` per worker whose results the caller
-has not taken yet: memory stays bounded however long the input. A batch is one task
+each worker (one, before any has come back and when they are long), and at most
+``UNCONSUMED_PER_WORKER`` per worker whose results the caller has not taken yet: memory
+stays bounded however long the input. A batch is one task
 (one bar on the timeline) and one round trip; its results come back as one list.
 
 Batch size: ``chunksize`` if given. Otherwise batches start at one item and double
-until the first ones come back; then each aims at ``TARGET_SECONDS`` of worker time,
+until one comes back; then each aims at ``TARGET_SECONDS`` of worker time,
 never more than ``MAX_CHUNK`` items nor, when ``len()`` is known, more than
 ``multiprocessing.Pool``'s chunk (a quarter of an even share), and they shrink towards
 the end of a known input so the workers finish together. A partial batch waits at
@@ -22,7 +23,8 @@ A worker that dies: a map's batches on it run again on the others (up to
 ``MAX_TRIES`` times each). A ``mapreduce`` also loses what the dead worker had folded:
 so every ``CHECKPOINT_BATCHES`` batches a worker hands its partial result to the kernel
 (which folds it into its own), and the batches folded there since are kept, pickled,
-until then; on a death those run again elsewhere too.
+until then; on a death those run again elsewhere too. At the end, with more than
+``TREE_FANIN`` workers holding partials, they fold in pairs on the workers first.
 """
 
 from __future__ import annotations
