@@ -39,6 +39,12 @@ def ipyworkers_round_trip(repeat: int) -> float:
         return median_time(lambda: cluster.run("1", on=1, block=True), repeat)
 
 
+def ipyworkers_submit_round_trip(repeat: int) -> float:
+    """``cluster.submit(fn).result``: a plain function call, no IPython cell."""
+    with Cluster(1, default_sink=RecordingSink()) as cluster:
+        return median_time(lambda: cluster.submit(_one).result, repeat)
+
+
 MAGIC_TIMING = """
 import statistics, time
 _ip = get_ipython()
@@ -125,14 +131,16 @@ def main() -> None:
     ready2, first2 = ipyworkers_startup(2, 7)
     ready4, first4 = ipyworkers_startup(4, 7)
     api_rt = ipyworkers_round_trip(args.repeat)
+    submit_rt = ipyworkers_submit_round_trip(args.repeat)
     magic_rt, magic_cell, plain_cell = ipyworkers_magic_round_trip(args.repeat)
     numbers = {
         "ipyworkers": {"ready2": ready2, "first2": first2, "ready4": ready4, "first4": first4,
-                       "api_rt": api_rt, "magic_rt": magic_rt, "magic_cell": magic_cell, "plain_cell": plain_cell},
+                       "api_rt": api_rt, "submit_rt": submit_rt,
+                       "magic_rt": magic_rt, "magic_cell": magic_cell, "plain_cell": plain_cell},
     }
     if have("distributed"):
         start, rt = dask_numbers(args.repeat)
-        numbers["dask"] = {"ready2": start, "api_rt": rt}
+        numbers["dask"] = {"ready2": start, "api_rt": rt, "submit_rt": rt}
     if have("ipyparallel"):
         start, rt = ipyparallel_numbers(args.repeat)
         numbers["ipyparallel"] = {"ready2": start, "api_rt": rt}
@@ -146,6 +154,7 @@ def main() -> None:
         row("4 workers ready", "ready4"),
         row("4 workers ready + first result from each", "first4"),
         row("trivial task round trip, Python API", "api_rt"),
+        row("function call round trip, submit(fn).result (Dask: client.submit)", "submit_rt"),
         row("trivial task round trip, %%worker --block in the kernel", "magic_rt"),
     ]))
     print(f"\nfrom a Jupyter frontend: '%%worker 1 --block' cell {fmt_seconds(magic_cell)}, "

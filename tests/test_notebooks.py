@@ -25,7 +25,8 @@ def execute(name: str) -> nbformat.NotebookNode:
 
 
 @pytest.mark.parametrize("builder, name", [("make_tour", "tour.ipynb"), ("make_pipeline", "pipeline.ipynb"),
-                                           ("make_teaching", "teaching.ipynb")])
+                                           ("make_teaching", "teaching.ipynb"),
+                                           ("make_maps", "maps.ipynb")])
 def test_committed_notebook_matches_its_generator(builder, name):
     cells = __import__(builder).CELLS
     committed = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -72,3 +73,13 @@ def test_teaching_notebook_runs_and_shows_what_it_teaches():
     assert re.search(r"input 'scaled' is unavailable because task #\d+ on worker 1 failed", text)
     assert "2.8284" in text
     assert elapsed < 90, f"the teaching notebook took {elapsed:.0f} s"
+
+
+def test_maps_notebook_runs_pyrallels_examples():
+    text = summarize(execute("maps.ipynb"))
+    assert "5000 lines processed, e.g. LINE 999 OF THE FILE" in text
+    assert "mapreduce = 49995000 in" in text
+    assert "result 16" in text
+    assert "[1024, 27]" in text and "[10, 21, 32]" in text
+    assert text.index("slept 0.1 s") < text.index("slept 0.6 s")
+    assert "ValueError: item 13 is bad" in text

@@ -23,7 +23,12 @@ Kernel process (per cluster)
                        blocks on a socket and a frame is whole or absent.
   ipyworkers-read-N    reads worker N's reports and hands them to the scheduler and the
                        task's sink; never runs user code.
-  ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks, outside every lock.
+  ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks (and a map's results,
+                       a processor's collector), outside every lock.
+  ipyworkers-map-N     a map's feeder: cuts its input into batches and submits them,
+                       a few in flight per worker (``kernel/maps.py``).
+  ipyworkers-map-input-N  reads a map's input when it is a plain iterator, into a
+                       bounded buffer.
   ipyworkers-monitor   polls worker processes for exits and sends heartbeats.
   ipyworkers-accept    takes connections on a TCP/TLS listener (one per listener).
   ipyworkers-handshake one per such connection: TLS, the challenge and the hello, so a
@@ -42,12 +47,19 @@ Worker process
   peer-server          one per incoming peer link: stream records and value requests.
   value-sender         one per value request: waits until the value exists, sends it.
   peer-client-N        one per link this worker opened: replies to its requests.
-  output-flush         flushes captured output every 50 ms.
+  output-flush         flushes captured output every 50 ms; tells the kernel when a
+                       function call has run long enough to show as started.
+  shell-build          builds the IPython shell while the worker already serves
+                       (function calls need none; a cell waits for it).
   channel-flush        sends batched stream messages.
   parent-watch         exits when the parent is gone (besides PR_SET_PDEATHSIG).
   A forked group guard process kills the worker's process group when the worker dies
   (a remote worker first makes a group of its own, so the guard never hits another rank).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .errors import (
@@ -60,9 +72,28 @@ from .errors import (
     WorkerStartError,
 )
 from .files import chunks, range_lines, read_range
-from .kernel.cluster import Cluster
-from .kernel.tasks import Task, TaskGroup
-from .plan.analysis import CodeNames, analyze
+
+if TYPE_CHECKING:
+    from .kernel.cluster import Cluster
+    from .kernel.tasks import Task, TaskGroup
+    from .plan.analysis import CodeNames, analyze
+
+_LAZY = {"Cluster": ".kernel.cluster", "Task": ".kernel.tasks", "TaskGroup": ".kernel.tasks",
+         "CodeNames": ".plan.analysis", "analyze": ".plan.analysis"}
+"""Imported on first use: a worker process (``python -m ipyworkers.worker``) imports this
+package too, and needs none of the kernel's modules, so it starts serving sooner."""
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ipyworkers' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "__version__",

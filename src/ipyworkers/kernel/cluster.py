@@ -20,13 +20,14 @@ from ..errors import ClusterError, RemoteError, SerializationError
 from ..plan.analysis import CodeNames
 from ..plan.dataflow import KERNEL
 from ..serialize import dumps_value, loads_value
-from . import celltasks, members, moves, parallel_cells
+from . import celltasks, maps, members, moves, parallel_cells
 from . import events as ev
 from .callbacks import CallbackThread
 from .code import WORKER_NAMES, names_of
 from .code import label as label_of
 from .launchers import LocalLauncher
-from .mapreduce import NO_INITIAL, map_items, map_reduce
+from .maps import NO_INITIAL
+from .processor import Processor
 from .scheduler import Effects, Scheduler, Submission
 from .sinks import PrintSink, Sink
 from .supervisor import Supervisor
@@ -236,8 +237,12 @@ class Cluster:
         return (f"worker {wid} did not stop: its code ignores or catches KeyboardInterrupt; "
                 f"restart it to stop it for good (its variables are lost): %workers restart {wid}")
 
-    def cancel(self, task: Task) -> None:
-        """Drop a task not yet started (its dependents are cancelled too); interrupt it if it runs."""
+    def cancel(self, task: Any) -> None:
+        """Drop a task not yet started (its dependents are cancelled too); interrupt it if it runs.
+        Given a map's iterator or a processor, stop the whole map."""
+        if not isinstance(task, Task):
+            task.cancel()
+            return
         self._apply(self._scheduler.cancel(task, self._supervisor.unpost))
 
     def tasks_of_cell(self, cell: int) -> list[Task]:
@@ -306,27 +311,54 @@ class Cluster:
         runs it on a new cluster outside Jupyter (``python DIR/run.py``); returns the paths."""
         return parallel_cells.export_cell(self, cell, directory, default=default, auto=auto, workers=workers)
 
-    def apply(self, worker: int, call: dict, payload: dict[str, list], label: str,
-              sink: Sink | None = None) -> Task:
-        """A function call on ``worker`` (used by ``map``/``mapreduce``); queued behind its
-        cells like any task, drawn on the timeline, reads and writes no variables."""
-        self.check_ids(worker, allow_all=False)
-        sub = Submission(worker, None, frozenset(), frozenset(), label, sink or self._default_sink(),
-                         call=call, payload=payload)
-        return self._submit([sub])[0]
+    # -- function calls and maps (kernel/maps.py, kernel/processor.py) ------------------------------
 
-    def map(self, fn, items, *, on: Sequence[int] | None = None, progress: Any = None) -> list:
-        """``[fn(item) for item in items]`` on the workers, in input order; each worker gets
-        a new item as it finishes one. Raises the first error, with its remote traceback.
-        ``progress``: None for a bar in a notebook, False for none, or ``callable(done, total)``."""
-        return map_items(self, fn, items, on=on, progress=progress)
+    def submit(self, fn: Callable, *args: Any, on: int | Sequence[int] | None = None, **kwargs: Any) -> Task:
+        """``fn(*args, **kwargs)`` (a plain call, no IPython cell) on the live worker with the
+        fewest open tasks, among ``on`` if given; returns its ``Task``."""
+        return maps.submit(self, fn, args, kwargs, on)
 
-    def mapreduce(self, mapper, reducer, items, *, on: Sequence[int] | None = None, progress: Any = None,
-                  initial: Any = NO_INITIAL) -> Any:
-        """``reduce(reducer, map(mapper, items))``: each worker folds its own results with
-        ``reducer`` as they come, then the kernel folds the partials, so ``reducer`` must be
-        associative and commutative. ``initial`` starts the fold, as in ``functools.reduce``."""
-        return map_reduce(self, mapper, reducer, items, on=on, progress=progress, initial=initial)
+    def as_completed(self, tasks: Iterable[Task], timeout: float | None = None):
+        """Yield ``tasks`` as they end, first ended first."""
+        return maps.as_completed(tasks, timeout)
+
+    def map(self, fn: Callable, *iterables: Iterable, chunksize: int | None = None,
+            on: Sequence[int] | None = None, progress: Any = None) -> list:
+        """``[fn(*xs) for xs in zip(*iterables)]`` on the workers, in input order, read as it
+        goes in batches (``chunksize`` items, or chosen by itself). Raises the first error with
+        its remote traceback. ``progress``: None (a bar in a notebook), False, or ``f(done, total)``."""
+        return maps.map_list(self, fn, iterables, what="map()", chunksize=chunksize, on=on, progress=progress)
+
+    def imap(self, fn: Callable, *iterables: Iterable, chunksize: int | None = None,
+             on: Sequence[int] | None = None, progress: Any = None) -> maps.MapResults:
+        """Like ``map``, but the results come as an iterator, in input order, as they are ready."""
+        return maps.imap(self, fn, iterables, what="imap()", chunksize=chunksize, on=on, progress=progress)
+
+    def imap_unordered(self, fn: Callable, *iterables: Iterable, chunksize: int | None = None,
+                       on: Sequence[int] | None = None, progress: Any = None) -> maps.MapResults:
+        """Like ``imap``, but each result comes as soon as it is ready, in any order."""
+        return maps.imap(self, fn, iterables, what="imap_unordered()", ordered=False, chunksize=chunksize,
+                         on=on, progress=progress)
+
+    def starmap(self, fn: Callable, iterable: Iterable, chunksize: int | None = None, *,
+                on: Sequence[int] | None = None, progress: Any = None) -> list:
+        """``[fn(*args) for args in iterable]`` on the workers, in input order."""
+        return maps.map_list(self, fn, [iterable], what="starmap()", star=True, chunksize=chunksize, on=on,
+                             progress=progress)
+
+    def mapreduce(self, mapper: Callable, reducer: Callable, *iterables: Iterable, chunksize: int | None = None,
+                  on: Sequence[int] | None = None, progress: Any = None, initial: Any = NO_INITIAL) -> Any:
+        """``reduce(reducer, map(mapper, *iterables))``, folded on the workers as results come,
+        then across workers (``reducer`` must be associative and commutative). ``initial``
+        starts the fold, as in ``functools.reduce``."""
+        return maps.mapreduce(self, mapper, reducer, iterables, initial=initial, chunksize=chunksize, on=on,
+                              progress=progress)
+
+    def processor(self, mapper: Callable, collector: Callable | None = None, *, chunksize: int | None = None,
+                  on: Sequence[int] | None = None, progress: Any = None) -> Processor:
+        """``with cluster.processor(f, collector=g) as p: p.add_task(x)``: ``f(x)`` on the workers,
+        each result to ``g`` here; leaving the ``with`` waits for all, raises the first error."""
+        return Processor(self, mapper, collector, chunksize=chunksize, on=on, progress=progress)
 
     def _names(self, names: CodeNames) -> tuple[frozenset[str], frozenset[str]]:
         """Reads and writes as the dataflow tracks them: builtins only once rebound, and the
@@ -460,9 +492,12 @@ class Cluster:
                 task.sink.error(task.worker, error.ename, error.evalue, error.traceback)
             elif error is not None:
                 task.sink.note(task.worker, str(error))
-            task._finish(end.state, end.result, error, end.at)
-            self.events.record(_END_EVENTS[end.state], worker=task.worker, task=task.id, at=task.finished_at,
+            if end.started is not None:
+                self.events.record(ev.TASK_STARTED, worker=task.worker, task=task.id, at=end.started)
+            at = end.at if end.at is not None else time.monotonic()
+            self.events.record(_END_EVENTS[end.state], worker=task.worker, task=task.id, at=at,
                                error=None if error is None else str(error))
+            task._finish(end.state, end.result, error, at)  # last: it wakes the waiter
         for future, error in effects.pulls:
             if not future.done():
                 future.set_exception(error)

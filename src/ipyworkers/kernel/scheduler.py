@@ -63,6 +63,8 @@ class Ending:
     result: Any = None
     error: BaseException | None = None
     at: float | None = None
+    started: float | None = None
+    """Set for a task that never said it started (a short function call): its start time."""
 
 
 @dataclass
@@ -106,6 +108,10 @@ class Submission:
     replicas: tuple[int, ...] = ()
     """Other workers that run the same code as one replicated task (setup lines): one
     task per worker, one version of the writes (``Dataflow.submit_replicated``)."""
+    note: str = ""
+    """What the timeline shows for a function call (which has no code)."""
+    items: int = 0
+    """The items of a map batch, for the timeline."""
 
 
 class Scheduler:
@@ -174,6 +180,9 @@ class Scheduler:
     def submit(self, subs: list[Submission]) -> tuple[list[Task], Effects]:
         effects = Effects()
         with self.lock:
+            gone = [sub.worker for sub in subs if sub.worker not in self.progress]
+            if gone:
+                raise ClusterError(f"worker {gone[0]} is dead: restart it first (%workers restart {gone[0]})")
             tasks = []
             for sub in subs:
                 if sub.replicas:
@@ -209,9 +218,10 @@ class Scheduler:
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
+        extra = {"items": sub.items} if sub.items else {}
         effects.event(ev.TASK_QUEUED, worker=worker, task=record.id, label=sub.label,
-                      code="\n".join((sub.code or "").strip("\n").splitlines()[:4]),
-                      reads=sorted(sub.reads), writes=sorted(record.writes), at=task.submitted_at)
+                      code="\n".join((sub.code or sub.note).strip("\n").splitlines()[:4]),
+                      reads=sorted(sub.reads), writes=sorted(record.writes), at=task.submitted_at, **extra)
         problem = self._kernel_problem(record, sub.kernel_values)
         if problem is not None:
             self.flow.finished(record.id, False, f"task #{record.id} could not start ({problem})")
@@ -331,18 +341,21 @@ class Scheduler:
             prog.current, prog.waiting = None, []
             prog.done += 1
             prog.epochs.update(msg.epochs)
+            quiet_start = msg.t0 if task.started_at is None else None
+            if quiet_start is not None:
+                task.started_at = quiet_start
             if msg.error is None:
                 self.flow.finished(msg.task, True, None, msg.sizes, msg.written)
                 self.flow.missing(msg.task, msg.missing)
                 prog.last_outcome = f"its last task #{msg.task} ended"
-                self._end(effects, msg.task, DONE, result=result, at=msg.t1)
+                self._end(effects, msg.task, DONE, result=result, at=msg.t1, started=quiet_start)
             else:
                 ename, evalue, traceback = msg.error
                 root = f"task #{msg.task} on worker {worker} failed ({ename}: {evalue})"
                 self.flow.finished(msg.task, False, root, msg.sizes, msg.written)
                 prog.last_outcome = f"its last task #{msg.task} failed ({ename}: {evalue})"
                 error = RemoteError(worker, msg.task, ename, evalue, traceback)
-                self._end(effects, msg.task, FAILED, error=error, at=msg.t1)
+                self._end(effects, msg.task, FAILED, error=error, at=msg.t1, started=quiet_start)
             self._dispatch_ready(effects)
         return effects
 
@@ -368,14 +381,14 @@ class Scheduler:
         return effects
 
     def _end(self, effects: Effects, task_id: int, state: str, *, result: Any = None,
-             error: BaseException | None = None, at: float | None = None) -> None:
+             error: BaseException | None = None, at: float | None = None, started: float | None = None) -> None:
         """Every task ends here (lock held): its worker's count of open tasks drops, and a
         worker left with nothing to do tells the others, whose streams may wait on it."""
         task = self.tasks.get(task_id)
         if task is None or task.ending:
             return
         task.ending = True
-        effects.endings.append(Ending(task, state, result, error, at))
+        effects.endings.append(Ending(task, state, result, error, at, started))
         prog = self.progress.get(task.worker)
         if prog is None:
             return
@@ -494,15 +507,19 @@ class Scheduler:
         """The task each of these workers runs, waits for inputs for, or (not started yet,
         say while the worker still builds its shell) is about to run, if any."""
         with self.lock:
-            wanted = {w for w in workers if w in self.progress}
             out = {}
-            for wid in wanted:
-                prog = self.progress[wid]
-                task = self.tasks.get(prog.current) if prog.current else None
+            for wid in list(workers):
+                prog = self.progress.get(wid)
+                task = self.tasks.get(prog.current) if prog is not None and prog.current else None
+                if task is None and prog is not None and prog.open:
+                    task = self._oldest_dispatched(wid)
                 if task is not None and not task.done():
                     out[wid] = task
-            for record in sorted(self.flow.unfinished(wanted - out.keys()), key=lambda r: r.id):
-                task = self.tasks.get(record.id)
-                if record.state == DISPATCHED and task is not None and record.worker not in out:
-                    out[record.worker] = task
             return out
+
+    def _oldest_dispatched(self, worker: int) -> Task | None:
+        """A worker runs its tasks in arrival order, and a short function call does not say
+        it started (nor a cell while the worker's shell is being built): with none known to
+        run, the oldest dispatched task is the one the worker is on."""
+        ids = [r.id for r in self.flow.unfinished([worker]) if r.state == DISPATCHED]
+        return self.tasks.get(min(ids)) if ids else None

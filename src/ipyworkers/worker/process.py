@@ -122,7 +122,7 @@ class Worker:
             threading.Thread(target=target, name=name, daemon=True).start()
         sys.stdout = TaskStream("stdout", sys.__stdout__, self.emit, lambda: self.runner.current_output_task)
         sys.stderr = TaskStream("stderr", sys.__stderr__, self.emit, lambda: self.runner.current_output_task)
-        self.runner.shell = make_shell(self.runner, self.namespace.ns, self.colors)
+        self.runner.make_shell = lambda: make_shell(self.runner, self.namespace.ns, self.colors)
         self.runner.loop()
         self.flush_output()
         self.exiting = True  # a clean exit (0): under mpiexec or srun, a killed rank can take the others along
@@ -170,6 +170,7 @@ class Worker:
         while True:
             time.sleep(FLUSH_SECONDS)
             self.flush_output(wait=False)
+            self.runner.announce_long_call()
             ticks += 1
             if ticks % STREAM_REPORT_TICKS == 0:
                 self.channels.report_all()

@@ -19,10 +19,14 @@ from typing import Any
 
 from .. import protocol as p
 from ..errors import SerializationError
-from ..protocol import NOTHING
 from ..serialize import dumps_value, loads_value, unpack_values
+from .calls import Calls
 from .fetcher import InputUnavailable
 from .namespace import MISSING
+
+QUIET_START_SECONDS = 0.05
+"""A function call tells the kernel it started only once it has run this long; a shorter
+one is reported by its ``Finished`` alone (which carries its start time)."""
 
 
 class Unpicklable:
@@ -54,8 +58,10 @@ class TaskRunner:
         self.current_output_task: int | None = None
         self.returns_result = False
         self.shell: Any = None
-        self.functions: dict[str, Any] = {}
-        self.accumulators: dict[str, Any] = {}
+        self.make_shell: Any = None
+        self._shell_thread: threading.Thread | None = None
+        self.calls = Calls()
+        self._quiet_start: tuple[int, float] | None = None
         self._error: tuple[str, str, list[str]] | None = None
         self._main = threading.get_ident()
 
@@ -82,6 +88,9 @@ class TaskRunner:
     # -- main thread ----------------------------------------------------------------------------
 
     def loop(self) -> None:
+        """Runs tasks as they come. The IPython shell is built meanwhile on a thread of its
+        own: function calls need none, so they run from the start; a cell waits for it."""
+        self._build_shell_soon()
         while True:
             try:
                 item = self.inbox.get()
@@ -91,7 +100,36 @@ class TaskRunner:
             except KeyboardInterrupt:
                 continue
 
+    def _build_shell_soon(self) -> None:
+        if self._shell_thread is None and self.make_shell is not None:
+            self._shell_thread = threading.Thread(target=self._build_shell, name="shell-build", daemon=True)
+            self._shell_thread.start()
+
+    def _build_shell(self) -> None:
+        shell = self.make_shell()
+        shell.run_cell("pass", store_history=False, silent=True)  # its first cell is slow: not the user's
+        self.shell = shell
+
+    def ensure_shell(self) -> Any:
+        """The shell, once built (here, if its thread has not begun to build it)."""
+        if self.shell is None:
+            if self._shell_thread is None:
+                self._build_shell()
+            else:
+                self._shell_thread.join()
+        return self.shell
+
+    def announce_long_call(self) -> None:
+        """A function call running for ``QUIET_START_SECONDS`` now says it started (IO thread)."""
+        with self._lock:
+            pending = self._quiet_start
+            if pending is not None and time.monotonic() - pending[1] >= QUIET_START_SECONDS:
+                self._quiet_start = None
+                self.worker.emit(p.Started(*pending))
+
     def _execute(self, run: p.Run, parts: list) -> None:
+        if run.call is None:
+            self.ensure_shell()  # before the task is current: an interrupt meanwhile skips it
         with self._lock:
             if run.task in self.skipped:
                 self.skipped.discard(run.task)
@@ -170,6 +208,9 @@ class TaskRunner:
         self.worker.emit(p.Unrun(task, message, root, time.monotonic()))
 
     def _run(self, run: p.Run, payload: dict[str, list]) -> None:
+        if run.call is not None:
+            self._run_call(run, payload)
+            return
         started = time.monotonic()
         self.worker.emit(p.Started(run.task, started))
         namespace, channels = self.worker.namespace, self.worker.channels
@@ -199,6 +240,25 @@ class TaskRunner:
         self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, sizes, missing, written,
                                     channels.epochs_sent()), value_parts)
 
+    def _run_call(self, run: p.Run, payload: dict[str, list]) -> None:
+        """A function call: no namespace, no streams; ``Started`` only if it runs long."""
+        started = time.monotonic()
+        with self._lock:
+            self._quiet_start = (run.task, started)
+        self._error = None
+        self.current_output_task = run.task
+        result = self._call(run, payload)
+        with self._lock:
+            self.interruptible = False
+            self._quiet_start = None
+        self.worker.flush_output()
+        self.current_output_task = None
+        error = self._error if not result.success else None
+        value_parts: list = []
+        if error is None and run.want_result and result.result is not None:
+            value_parts = self._result_parts(result.result)
+        self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, {}, [], [], {}), value_parts)
+
     def _call(self, run: p.Run, payload: dict[str, list]) -> Any:
         try:
             if run.call is not None:
@@ -212,27 +272,13 @@ class TaskRunner:
             return Outcome(None, success=False)
 
     def _apply(self, call: dict, payload: dict[str, list]) -> Outcome:
-        """A function call sent by ``Cluster.map``/``mapreduce``: no cell, no namespace."""
-        where = f"worker {self.worker.id}"
+        """A function call (``Cluster.submit``, a map batch): no cell, no namespace."""
         try:
-            if "collect" in call:
-                return Outcome(self.accumulators.pop(call["collect"], NOTHING))
-            for key in payload.keys() - {"item"}:
-                self.functions[key] = loads_value(key, payload[key], where)
-            value = self.functions[call["fn"]](loads_value("item", payload["item"], where))
-            if call.get("acc") is None:
-                return Outcome(value)
-            key = call["acc"]
-            if key in self.accumulators:
-                value = self.functions[call["reduce"]](self.accumulators[key], value)
-            self.accumulators[key] = value
-            return Outcome(None)
+            return Outcome(self.calls.run(call, payload, f"worker {self.worker.id}"))
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 raise
-            user_frames = exc.__traceback__.tb_next or exc.__traceback__
-            stb = self.shell.InteractiveTB.structured_traceback(type(exc), exc, user_frames)
-            self.note_error(type(exc), exc, stb)
+            self.note_error(type(exc), exc, self.calls.format_error(exc))
             return Outcome(None, success=False)
 
     def _result_parts(self, value: Any) -> list:
