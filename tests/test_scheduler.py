@@ -129,3 +129,13 @@ def test_an_interrupt_reaches_the_task_a_worker_is_about_to_run(scheduler):
     assert scheduler.busy_tasks([1, 2]) == {1: first}, "dispatched, not started (the worker builds its shell)"
     scheduler.on_started(1, p.Started(first.id, 0.0))
     assert scheduler.busy_tasks([1]) == {1: first}
+
+
+def test_cancelling_a_task_sent_behind_an_unfinished_one_ends_it_at_once(scheduler, links):
+    (busy,), _ = scheduler.submit([sub(1, "while True: pass")])
+    (queued,), _ = scheduler.submit([sub(1, "made = 1", writes={"made"})])
+    links.unpostable = False
+    effects = scheduler.cancel(queued, links.unpost)
+    assert [(e.task, e.state) for e in effects.endings] == [(queued, "cancelled")]
+    assert p.Interrupt(queued.id) in links.of(p.Interrupt, 1), "the worker skips it when it gets there"
+    assert scheduler.cancel(busy, links.unpost).endings == [], "the running one is interrupted instead"

@@ -484,6 +484,7 @@ class Cluster:
 
     def _apply(self, effects: Effects) -> None:
         """Carry out what the scheduler decided, with its lock released."""
+        self._supervisor.pump()
         for task, text in effects.notes:
             task.sink.note(task.worker, text)
         for end in effects.endings:

@@ -4,6 +4,11 @@ Two threads per link, each with one job: the *sender* writes queued frames, so n
 caller ever blocks on the socket (a 1 GB push goes out while the kernel's main thread
 stays free to be interrupted), and a frame is always written whole or not at all; the
 *reader* reads what the worker reports and hands each record to a handler.
+
+One frame is written at a time, in the order posted. A thread that posted small frames
+may write them itself once it holds no lock (``pump``), when no one else is writing: a
+small task then goes out without waiting for the sender thread to wake. Large frames are
+always left to the sender thread, so no caller blocks on a big write.
 """
 
 from __future__ import annotations
@@ -20,17 +25,20 @@ from ..wire import Connection
 log = logging.getLogger("ipyworkers.kernel")
 
 QUEUED, SENDING, SENT, DROPPED = "queued", "sending", "sent", "dropped"
+PUMP_LIMIT = 64 << 10
+"""Frames up to this size may be written by the thread that posted them."""
 
 
 class Ticket:
     """One posted frame; ``state`` moves queued -> sending -> sent (or dropped)."""
 
-    __slots__ = ("msg", "parts", "state")
+    __slots__ = ("msg", "parts", "state", "small")
 
     def __init__(self, msg: Any, parts: Sequence[Any]):
         self.msg = msg
         self.parts = parts
         self.state = QUEUED
+        self.small = sum(memoryview(part).nbytes for part in parts) <= PUMP_LIMIT
 
 
 class WorkerLink:
@@ -43,6 +51,7 @@ class WorkerLink:
         self._outbox: deque[Ticket] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._writing = False
         self._sender = threading.Thread(target=self._send_loop, name=f"ipyworkers-send-{worker}", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name=f"ipyworkers-read-{worker}", daemon=True)
 
@@ -76,21 +85,52 @@ class WorkerLink:
     def _send_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._outbox and not self._closing:
+                while (not self._outbox or self._writing) and not self._closing:
                     self._cond.wait()
                 if not self._outbox:
                     return
-                ticket = self._outbox.popleft()
-                ticket.state = SENDING
-            try:
-                self.conn.send(ticket.msg, ticket.parts)
-            except WireError as exc:
-                ticket.state = DROPPED
-                self._drop_all()
-                log.debug("link to worker %d broke while sending: %s", self.worker, exc)
+                if self._writing:
+                    self._cond.wait(0.05)
+                    continue
+                ticket = self._take_locked()
+            if not self._write(ticket):
                 return
-            ticket.state = SENT
-            ticket.parts = ()
+
+    def pump(self) -> None:
+        """Write queued small frames from this thread if no one is writing (call it holding
+        no lock)."""
+        while True:
+            with self._cond:
+                if self._writing or self._closing or not self._outbox or not self._outbox[0].small:
+                    return
+                ticket = self._take_locked()
+            if not self._write(ticket):
+                return
+
+    def _take_locked(self) -> Ticket:
+        ticket = self._outbox.popleft()
+        ticket.state = SENDING
+        self._writing = True
+        return ticket
+
+    def _write(self, ticket: Ticket) -> bool:
+        try:
+            self.conn.send(ticket.msg, ticket.parts)
+        except WireError as exc:
+            ticket.state = DROPPED
+            self._done_writing()
+            self._drop_all()
+            log.debug("link to worker %d broke while sending: %s", self.worker, exc)
+            return False
+        ticket.state = SENT
+        ticket.parts = ()
+        self._done_writing()
+        return True
+
+    def _done_writing(self) -> None:
+        with self._cond:
+            self._writing = False
+            self._cond.notify_all()
 
     def _drop_all(self) -> None:
         with self._cond:

@@ -296,6 +296,14 @@ class Scheduler:
                 self._dispatch_ready(effects)
             elif task.worker in self.progress:
                 self._post(task.worker, p.Interrupt(task.id), ())
+                if any(r.id < task.id for r in self.flow.unfinished([task.worker])):
+                    # a worker runs its tasks in order: behind an unfinished one, this one has
+                    # not started, and the worker skips it when it gets there
+                    self.flow.cancelled(task.id, reason)
+                    self._end(effects, task.id, CANCELLED, error=TaskCancelled(task.worker, task.id,
+                                                                              CANCELLED_BY_USER))
+                    self._post(task.worker, p.Forget(record.version, reason), ())
+                    self._dispatch_ready(effects)
         return effects
 
     # -- what workers report -----------------------------------------------------------------

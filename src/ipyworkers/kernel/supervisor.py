@@ -83,6 +83,7 @@ class Supervisor:
         self._on_message = on_message
         self._on_lost = on_lost
         self.handles: dict[int, WorkerHandle] = {}
+        self._posted: set[WorkerLink] = set()
         self.max_id = 0
         self.credentials_dir = CREDENTIALS_DIR
         self._lock = threading.Lock()
@@ -345,7 +346,17 @@ class Supervisor:
             ticket = Ticket(msg, parts)
             ticket.state = DROPPED
             return ticket
+        self._posted.add(handle.link)
         return handle.link.post(msg, parts)
+
+    def pump(self) -> None:
+        """Let the calling thread (holding no lock) write the small frames just posted."""
+        while self._posted:
+            try:
+                link = self._posted.pop()
+            except KeyError:
+                return
+            link.pump()
 
     def unpost(self, ticket: Ticket) -> bool:
         for handle in list(self.handles.values()):
