@@ -86,7 +86,7 @@ class Cluster:
         self._callbacks: CallbackThread | None = None
         self._supervisor = Supervisor(self.launcher, n, startup_timeout=startup_timeout, colors=colors,
                                       on_message=self._on_message, on_lost=self._on_lost)
-        self._scheduler = Scheduler(self._supervisor.post, self._kernel_has)
+        self._scheduler = Scheduler(self._supervisor.queue, self._kernel_has)
         self._scheduler.canceller = self.cancel
         self._handlers: dict[type, Callable[[int, Any, list], None]] = {
             p.Started: lambda w, m, parts: self._apply(self._scheduler.on_started(w, m)),

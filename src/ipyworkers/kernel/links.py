@@ -27,6 +27,9 @@ log = logging.getLogger("ipyworkers.kernel")
 QUEUED, SENDING, SENT, DROPPED = "queued", "sending", "sent", "dropped"
 PUMP_LIMIT = 64 << 10
 """Frames up to this size may be written by the thread that posted them."""
+SENDER_POLL_SECONDS = 0.05
+"""The sender thread looks at its outbox this often even unwoken: a frame queued without a
+wake-up whose poster did not pump goes out late, never not at all."""
 
 
 class Ticket:
@@ -59,15 +62,18 @@ class WorkerLink:
         self._sender.start()
         self._reader.start()
 
-    def post(self, msg: Any, parts: Sequence[Any] = ()) -> Ticket:
-        """Queue a frame for the sender thread; never blocks on the socket."""
+    def post(self, msg: Any, parts: Sequence[Any] = (), wake: bool = True) -> Ticket:
+        """Queue a frame; never blocks on the socket. With ``wake=False`` the poster will
+        ``pump`` (waking the sender thread only for what it leaves), so a small frame goes
+        out without a second thread contending for the interpreter."""
         ticket = Ticket(msg, parts)
         with self._cond:
             if self._closing:
                 ticket.state = DROPPED
                 return ticket
             self._outbox.append(ticket)
-            self._cond.notify()
+            if wake or not ticket.small:
+                self._cond.notify()
         return ticket
 
     def cancel(self, ticket: Ticket) -> bool:
@@ -86,7 +92,7 @@ class WorkerLink:
         while True:
             with self._cond:
                 while (not self._outbox or self._writing) and not self._closing:
-                    self._cond.wait()
+                    self._cond.wait(SENDER_POLL_SECONDS)
                 if not self._outbox:
                     return
                 if self._writing:
@@ -102,6 +108,8 @@ class WorkerLink:
         while True:
             with self._cond:
                 if self._writing or self._closing or not self._outbox or not self._outbox[0].small:
+                    if self._outbox and not self._writing:
+                        self._cond.notify()
                     return
                 ticket = self._take_locked()
             if not self._write(ticket):

@@ -83,6 +83,7 @@ def pull(cluster: Cluster, names: str | Iterable[str], frm: int | None = None,
         for name in names:
             version, source = cluster._scheduler.pull_source(name, frm, alive)
             requests.append((name, version, source, *cluster._scheduler.request_pull(name, version, source)))
+            cluster._supervisor.pump()
         values = {name: _await_pull(cluster, name, version, source, future, timeout)
                   for name, version, source, _, future in requests}
     finally:

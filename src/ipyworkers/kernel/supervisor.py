@@ -346,8 +346,15 @@ class Supervisor:
             ticket = Ticket(msg, parts)
             ticket.state = DROPPED
             return ticket
-        self._posted.add(handle.link)
         return handle.link.post(msg, parts)
+
+    def queue(self, wid: int, msg: Any, parts: list | tuple = ()) -> Ticket:
+        """``post`` for a caller that holds a lock and will ``pump`` once it does not."""
+        handle = self.handles.get(wid)
+        if handle is None or handle.state != UP:
+            return self.post(wid, msg, parts)
+        self._posted.add(handle.link)
+        return handle.link.post(msg, parts, wake=False)
 
     def pump(self) -> None:
         """Let the calling thread (holding no lock) write the small frames just posted."""
