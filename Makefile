@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chromium hosts-tools bench clean
+.PHONY: demo test chromium hosts-tools bench bench-remote clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)  ## by hand: every benchmark, against Dask and ipyparallel where
 	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/timeline.py
 	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/map.py
+
+bench-remote: $(STAMP)  ## by hand, as root: 2 workers in 2 network namespaces, TLS and plain TCP against raw streams and Dask
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/remote.py
 
 clean:
 	rm -rf $(VENV) notebooks/*.executed.ipynb test-artifacts
