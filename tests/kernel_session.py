@@ -57,10 +57,10 @@ class CellResult:
 
 
 class KernelSession:
-    def __init__(self, kernel_name: str = "python3", extra_env: dict | None = None):
+    def __init__(self, kernel_name: str = "python3", extra_env: dict | None = None, cwd: str | None = None):
         self.km = KernelManager(kernel_name=kernel_name)
         env = dict(extra_env or {})
-        self.km.start_kernel(env={**_os_environ(), **env})
+        self.km.start_kernel(env={**_os_environ(), **env}, **({"cwd": cwd} if cwd else {}))
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)

@@ -86,12 +86,12 @@ def test_script_block_runs(line, code, tmp_path):
     assert done.returncode == 0, f"README line {line}:\n{code}\n--- stderr:\n{done.stderr}"
 
 
-def test_notebook_blocks_run_in_order_on_a_real_kernel(capsys):
+def test_notebook_blocks_run_in_order_on_a_real_kernel(capsys, tmp_path):
     cells = [(line, code) for line, code in BLOCKS if not is_script(code) and not skip_reason(code)]
     skipped = [(line, skip_reason(code)) for line, code in BLOCKS if skip_reason(code)]
     with capsys.disabled():
         print("\nskipped README blocks: " + "; ".join(f"line {n}: {why}" for n, why in skipped))
-    session = KernelSession()
+    session = KernelSession(cwd=str(tmp_path))  # what the blocks write (say, --export DIR) goes there
     try:
         started = False
         for line, code in cells:
