@@ -16,8 +16,8 @@ import time
 import pytest
 
 from ipyworkers import ClusterError, RemoteError, TaskCancelled
+from ipyworkers.kernel import batching, maps, sources
 from ipyworkers.kernel import events as ev
-from ipyworkers.kernel import maps
 
 
 def square(v):
@@ -133,7 +133,7 @@ def test_memory_in_flight_is_bounded_for_an_endless_input(cluster):
     seen = len(taken)
     time.sleep(0.3)
     assert len(taken) == seen
-    assert seen <= maps.INPUT_BUFFER + 2 * maps.MAX_CHUNK * maps.UNCONSUMED_PER_WORKER * 2 + 10
+    assert seen <= sources.INPUT_BUFFER + 2 * batching.MAX_CHUNK * maps.UNCONSUMED_PER_WORKER * 2 + 10
     results.cancel()
 
 

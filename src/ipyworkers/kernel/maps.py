@@ -10,11 +10,11 @@ stays bounded however long the input. A batch is one task
 (one bar on the timeline) and one round trip; its results come back as one list.
 
 Batch size: ``chunksize`` if given. Otherwise batches start at one item and double
-until one comes back; then each aims at ``TARGET_SECONDS`` of worker time,
-never more than ``MAX_CHUNK`` items nor, when ``len()`` is known, more than
+until one comes back; then each aims at ``batching.TARGET_SECONDS`` of worker time,
+never more than ``batching.MAX_CHUNK`` items nor, when ``len()`` is known, more than
 ``multiprocessing.Pool``'s chunk (a quarter of an even share), and they shrink towards
 the end of a known input so the workers finish together. A partial batch waits at
-most ``LINGER_SECONDS`` for more input.
+most ``sources.LINGER_SECONDS`` for more input.
 
 The function travels once per worker (keyed by a digest of its pickle; see
 ``worker/calls.py``), the items once per batch.
@@ -32,21 +32,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import math
 import queue
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from itertools import islice
 from typing import Any
 
 from ..errors import ClusterError, RemoteError, SerializationError, TaskFailed
 from ..protocol import NOTHING
 from ..serialize import dumps_value
+from .batching import Chunker, Progress
 from .scheduler import Submission
 from .sinks import Sink
+from .sources import make_source
 from .tasks import Task, TaskGroup
 
 PER_WORKER = 3
@@ -55,12 +54,7 @@ LONG_BATCH_SECONDS = 0.1
 per worker, as a worker finishes one: a round trip is little beside them, and a worker
 slowed down by something else holds no queue the others could have taken."""
 UNCONSUMED_PER_WORKER = 8
-TARGET_SECONDS = 0.05
-MAX_CHUNK = 8192
-LINGER_SECONDS = 0.005
-INPUT_BUFFER = 2 * MAX_CHUNK
 MAX_TRIES = 3
-PROGRESS_SECONDS = 0.1
 TREE_FANIN = 4
 """With more workers than this holding partial results, they fold in pairs on the
 workers (a tree), a round at a time, before the kernel folds the rest."""
@@ -172,219 +166,6 @@ def as_completed(tasks: Iterable[Task], timeout: float | None = None):
                 break
             except queue.Empty:
                 continue
-
-
-# -- where items come from ---------------------------------------------------------------------------
-
-
-class SizedSource:
-    """A sized input (list, range, array...): sliced as it goes, by the feeder itself."""
-
-    def __init__(self, iterable: Iterable, total: int):
-        self._it = iter(iterable)
-        self.total = total
-
-    def take(self, n: int) -> tuple[list, bool]:
-        items = list(islice(self._it, n))
-        return items, len(items) < n
-
-    def stop(self) -> None:
-        pass
-
-
-class QueueSource:
-    """Items put by ``add_task`` (a processor) or by a thread reading an iterable; ``put``
-    waits while ``limit`` items are buffered, so a fast producer cannot fill memory."""
-
-    total = None
-
-    def __init__(self, limit: int = INPUT_BUFFER):
-        self._buf: deque = deque()
-        self._cond = threading.Condition()
-        self._limit = limit
-        self._taker_waiting = False
-        self.closed = False
-        self.stopped = False
-        self.error: BaseException | None = None
-
-    def put(self, item: Any) -> bool:
-        """False once the job stopped (the item is dropped)."""
-        with self._cond:
-            while len(self._buf) >= self._limit and not self.stopped:
-                self._cond.wait()
-            if self.stopped:
-                return False
-            if self.closed:
-                raise ClusterError("no more tasks can be added: the input was closed")
-            self._buf.append(item)
-            if self._taker_waiting:
-                self._cond.notify_all()
-        return True
-
-    def close(self, error: BaseException | None = None) -> None:
-        with self._cond:
-            self.closed = True
-            self.error = self.error or error
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        with self._cond:
-            self.stopped = True
-            self._cond.notify_all()
-
-    def take(self, n: int) -> tuple[list, bool]:
-        """Up to ``n`` items: waits for a first one, then at most ``LINGER_SECONDS`` for the rest."""
-        with self._cond:
-            self._taker_waiting = True
-            try:
-                while not self._buf and not self.closed and not self.stopped:
-                    self._cond.wait()
-                deadline = time.monotonic() + LINGER_SECONDS
-                while len(self._buf) < n and not self.closed and not self.stopped:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-            finally:
-                self._taker_waiting = False
-            buf = self._buf
-            items = [buf.popleft() for _ in range(min(n, len(buf)))]
-            self._cond.notify_all()
-            if not buf and self.error is not None:
-                if items:
-                    return items, False
-                raise self.error
-            return items, self.stopped or (self.closed and not buf)
-
-
-class IterSource(QueueSource):
-    """Any other iterable, read by a thread of its own: a slow generator holds back
-    nobody, and a partial batch still goes out after ``LINGER_SECONDS``."""
-
-    def __init__(self, iterable: Iterable, job_id: int):
-        super().__init__()
-        self._iterable = iterable
-        threading.Thread(target=self._read, name=f"ipyworkers-map-input-{job_id}", daemon=True).start()
-
-    def _read(self) -> None:
-        error = None
-        try:
-            for item in self._iterable:
-                if not self.put(item):
-                    break
-        except BaseException as exc:  # the input's own error reaches the caller as it is
-            error = exc
-        finally:
-            self._iterable = None
-            self.close(error)
-
-
-def _strict_zip(iterables: list[Iterable]):
-    try:
-        yield from zip(*iterables, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"the iterables have different lengths ({exc})") from None
-
-
-def make_source(iterables: Sequence[Iterable], what: str, job_id: int) -> tuple[Any, int]:
-    """(source, star): star 0 for one iterable (``fn(x)``), 1 for several (``fn(*xs)``)."""
-    if not iterables:
-        raise TypeError(f"{what} needs at least one iterable")
-    for k, iterable in enumerate(iterables, 1):
-        try:
-            iter(iterable)
-        except TypeError:
-            raise TypeError(f"{what}: iterable {k} is not iterable ({type(iterable).__name__})") from None
-    sized = all(hasattr(i, "__len__") and not hasattr(i, "__next__") for i in iterables)
-    if len(iterables) == 1:
-        data, star = iterables[0], 0
-    else:
-        if sized:
-            lengths = [len(i) for i in iterables]
-            if len(set(lengths)) > 1:
-                raise ValueError(f"{what}: the iterables have different lengths {lengths}")
-        data, star = _strict_zip(list(iterables)), 1
-    if sized:
-        return SizedSource(data, len(iterables[0])), star
-    return IterSource(data, job_id), star
-
-
-# -- batch sizes and progress ----------------------------------------------------------------------------
-
-
-class Chunker:
-    def __init__(self, fixed: int | None, total: int | None, workers: int):
-        self.fixed = fixed
-        self.total = total
-        self.workers = workers
-        self.cap = MAX_CHUNK if total is None else max(1, min(MAX_CHUNK, math.ceil(total / (4 * workers))))
-        self._probe = 1
-        self.per_item: float | None = None
-        self.last = 1
-
-    def next(self, sent: int) -> int:
-        if self.fixed:
-            return self.fixed
-        if self.per_item is None:
-            size, self._probe = self._probe, min(self.cap, self._probe * 2)
-        else:
-            size = int(TARGET_SECONDS / max(self.per_item, 1e-7))
-        size = max(1, min(size, self.cap))
-        if self.total is not None:
-            size = min(size, max(1, math.ceil((self.total - sent) / (2 * self.workers))))
-        self.last = size
-        return size
-
-    def observe(self, count: int, seconds: float) -> None:
-        per = max(seconds, 0.0) / max(count, 1)
-        self.per_item = per if self.per_item is None else 0.5 * (self.per_item + per)
-
-
-class Progress:
-    """``progress``: None for a bar in a notebook, False for none, or ``callable(done, total)``
-    (total None while the input's length is unknown)."""
-
-    def __init__(self, spec: Any, total: int | None):
-        self.fn = None if spec is False else spec if callable(spec) else _widget_progress()
-        self._last = 0.0
-        self._lock = threading.Lock()
-        self.update(0, total, force=True)
-
-    def update(self, done: int, total: int | None, force: bool = False) -> None:
-        if self.fn is None:
-            return
-        now = time.monotonic()
-        with self._lock:
-            if not force and now - self._last < PROGRESS_SECONDS:
-                return
-            self._last = now
-            self.fn(done, total)
-
-
-def _widget_progress() -> Callable[[int, int | None], None] | None:
-    """A progress bar in a notebook; nothing elsewhere."""
-    if "IPython" not in sys.modules:  # not in a notebook; and importing IPython takes a while
-        return None
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        if shell is None or getattr(shell, "kernel", None) is None:
-            return None
-        import ipywidgets
-        from IPython.display import display
-    except ImportError:
-        return None
-    bar = ipywidgets.IntProgress(value=0, min=0, max=1, description="0 / ?")
-    display(bar)
-
-    def update(done: int, total: int | None) -> None:
-        bar.max = max(total if total is not None else done + 1, 1)
-        bar.value = done
-        bar.description = f"{done} / {'?' if total is None else total}"
-        bar.bar_style = "success" if done == total else ""
-
-    return update
 
 
 # -- jobs ---------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .maps import Job, QueueSource, check_callable, check_chunksize
+from .maps import Job, check_callable, check_chunksize
+from .sources import QueueSource
 
 
 class Processor:
