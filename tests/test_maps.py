@@ -327,10 +327,14 @@ def test_cancel_stops_a_map_by_its_iterator_or_by_one_of_its_batches(cluster):
     cluster.cancel(results)
     with pytest.raises(ClusterError, match="cancelled"):
         list(results)
+    before = max(t.id for t in cluster.tasks())
     results = cluster.imap(nap, range(100), [0.1] * 100, chunksize=1, progress=False)
     assert next(results) == 0
-    batch = max((t for t in cluster.unfinished() if t.label.startswith("map nap")), key=lambda t: t.id)
-    batch.cancel()  # the newest: still queued behind others
+    deadline = time.monotonic() + 10
+    while not (ours := [t for t in cluster.unfinished() if t.id > before]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    batch = max(ours, key=lambda t: t.id)  # of this map (the first one's may still be ending)
+    batch.cancel()
     with pytest.raises((TaskCancelled, RemoteError)):
         list(results)
     assert cluster.map(square, range(4), progress=False) == [0, 1, 4, 9]
