@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -61,3 +62,19 @@ def table(rows: list[tuple[str, dict[str, float | None]]], unit: Callable[[float
                 ratios.append(f"{(v / base) if lower_is_better else (base / v):.1f}×")
         out.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(out)
+
+
+def count_matching(path: str, start: int, end: int, pattern: bytes = rb"ERROR") -> int:
+    """Lines of ``path[start:end]`` matching ``pattern``, read 16 MiB at a time."""
+    regex = re.compile(pattern)
+    count, left = 0, b""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            block = left + fh.read(min(16 << 20, remaining))
+            remaining = end - fh.tell()
+            cut = block.rfind(b"\n") + 1 if remaining > 0 else len(block)
+            count += sum(1 for _ in regex.finditer(block, 0, cut))
+            left = block[cut:]
+    return count

@@ -30,7 +30,6 @@ import logging
 import multiprocessing
 import operator
 import os
-import re
 import statistics
 import tempfile
 import threading
@@ -38,7 +37,7 @@ import time
 import warnings
 from pathlib import Path
 
-from common import fmt_seconds, have
+from common import count_matching, fmt_seconds, have
 
 from ipyworkers import Cluster, chunks
 from ipyworkers.kernel.sinks import RecordingSink
@@ -58,21 +57,6 @@ def square(x):
 
 def noop(x):
     return x
-
-
-def count_matching(path: str, start: int, end: int, pattern: bytes = rb"ERROR") -> int:
-    regex = re.compile(pattern)
-    count, left = 0, b""
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        remaining = end - start
-        while remaining > 0:
-            block = left + fh.read(min(16 << 20, remaining))
-            remaining = end - fh.tell()
-            cut = block.rfind(b"\n") + 1 if remaining > 0 else len(block)
-            count += sum(1 for _ in regex.finditer(block, 0, cut))
-            left = block[cut:]
-    return count
 
 
 def timed(fn) -> float:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
+
+from common import count_matching
 
 from ipyworkers import Cluster, chunks
 from ipyworkers.kernel.sinks import RecordingSink
@@ -142,22 +143,6 @@ def make_log(path: Path, megabytes: int) -> None:
     with open(path, "wb") as fh:
         for _ in range(max(1, megabytes * 2**20 // len(block))):
             fh.write(block)
-
-
-def count_matching(path: str, start: int, end: int, pattern: bytes = rb"ERROR") -> int:
-    """Lines of ``path[start:end]`` matching ``pattern``, read 16 MiB at a time."""
-    regex = re.compile(pattern)
-    count, left = 0, b""
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        remaining = end - start
-        while remaining > 0:
-            block = left + fh.read(min(16 << 20, remaining))
-            remaining = end - fh.tell()
-            cut = block.rfind(b"\n") + 1 if remaining > 0 else len(block)
-            count += sum(1 for _ in regex.finditer(block, 0, cut))
-            left = block[cut:]
-    return count
 
 
 def grep_experiment(cluster: Cluster, path: Path) -> dict:

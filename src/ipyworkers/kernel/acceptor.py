@@ -70,13 +70,8 @@ class Acceptor:
             conn = self.listener.handshake(sock)
         except WireError:
             return
-        try:
-            conn.sock.settimeout(HELLO_SECONDS)
-            hello, _ = conn.recv()
-            conn.sock.settimeout(None)
-        except (WireError, OSError) as exc:
-            log.debug("a worker's hello did not arrive: %s", exc)
-            conn.close()
+        hello = receive_hello(conn)
+        if hello is None:
             return
         with self._lock:
             if self._open:
@@ -103,3 +98,17 @@ def refuse(conn: wire.Connection, reason: str) -> None:
     except WireError:
         pass
     conn.close()
+
+
+def receive_hello(conn: wire.Connection) -> Any:
+    """The first record on a new authenticated link (a worker's ``Hello``), or None (the link
+    closed) if it does not come within ``HELLO_SECONDS``."""
+    try:
+        conn.sock.settimeout(HELLO_SECONDS)
+        hello, _ = conn.recv()
+        conn.sock.settimeout(None)
+    except (WireError, OSError) as exc:
+        log.debug("a worker's hello did not arrive: %s", exc)
+        conn.close()
+        return None
+    return hello

@@ -37,7 +37,7 @@ from .. import tls, wire
 from ..errors import AuthenticationError, WireError, WorkerStartError
 from ..protocol import local_versions
 from . import janitor
-from .acceptor import Acceptor, refuse
+from .acceptor import Acceptor, receive_hello, refuse
 from .launchers import JoinSlot, LaunchContext
 from .links import DROPPED, SENT, Ticket, WorkerLink
 from .relay import Relay
@@ -49,7 +49,6 @@ STOP_GRACE = 1.0
 MONITOR_SECONDS = 0.2
 PING_SECONDS = 1.0
 UNRESPONSIVE_SECONDS = 2.0
-HELLO_SECONDS = 5.0
 CREDENTIALS_DIR = "~/.ipyworkers"
 UP, LOST, STOPPING = "up", "lost", "stopping"
 
@@ -294,15 +293,8 @@ class Supervisor:
             conn = listener.accept(timeout=0.05)
         except (TimeoutError, AuthenticationError):
             return None
-        try:
-            conn.sock.settimeout(HELLO_SECONDS)
-            hello, _ = conn.recv()
-            conn.sock.settimeout(None)
-        except (WireError, OSError) as exc:
-            log.debug("a worker's hello did not arrive: %s", exc)
-            conn.close()
-            return None
-        return conn, hello
+        hello = receive_hello(conn)
+        return None if hello is None else (conn, hello)
 
     def _accept_one(self, waiting: dict[int, Any], listener: wire.Listener, kind: str) -> WorkerHandle | None:
         got = self._next_hello(listener)

@@ -156,15 +156,7 @@ class WorkerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def exit_description(self) -> str:
-        code = self.popen.returncode
-        if code is None:
-            return "still running"
-        if code < 0:
-            try:
-                return f"signal {signal.Signals(-code).name}"
-            except ValueError:
-                return f"signal {-code}"
-        return f"exit code {code}"
+        return describe_code(self.popen.returncode)
 
     def signal_group(self, sig: int) -> None:
         """Signal the worker's process group: its own subprocesses go too."""
