@@ -223,7 +223,7 @@ class Cluster:
             self._supervisor.interrupt(wid, task.id)
         deadline = asked + wait
         for task in busy.values():
-            task._done.wait(max(0.0, deadline - time.monotonic()))
+            task.wait_quietly(deadline - time.monotonic())
         return {wid: self._interrupt_outcome(wid, task, asked, wait) for wid, task in busy.items()}
 
     def _interrupt_outcome(self, wid: int, task: Task, asked: float, wait: float) -> str:
@@ -483,7 +483,10 @@ class Cluster:
         return task.sink if task is not None and task.sink is not None else self._default_sink()
 
     def _apply(self, effects: Effects) -> None:
-        """Carry out what the scheduler decided, with its lock released."""
+        """Carry out what the scheduler decided, with its lock released. Its events are
+        recorded before its frames go out: a task may end before this thread goes on."""
+        for kind, data in effects.events:
+            self.events.record(kind, **data)
         self._supervisor.pump()
         for task, text in effects.notes:
             task.sink.note(task.worker, text)
@@ -502,8 +505,6 @@ class Cluster:
         for future, error in effects.pulls:
             if not future.done():
                 future.set_exception(error)
-        for kind, data in effects.events:
-            self.events.record(kind, **data)
 
     # -- checks ----------------------------------------------------------------------------------------
 

@@ -138,7 +138,8 @@ class WorkerLink:
     def _done_writing(self) -> None:
         with self._cond:
             self._writing = False
-            self._cond.notify_all()
+            if self._outbox:
+                self._cond.notify()
 
     def _drop_all(self) -> None:
         with self._cond:

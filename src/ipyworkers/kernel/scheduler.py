@@ -35,7 +35,7 @@ from ..plan.dataflow import (
 )
 from ..serialize import pack_values
 from . import events as ev
-from .tasks import Task
+from .tasks import NO_VALUES, Task
 
 PRUNE_EVERY = 1000
 CANCELLED_BY_USER = "it was cancelled"
@@ -143,7 +143,7 @@ class Scheduler:
             gone = self.progress.pop(worker, None)
             if gone is None:
                 return effects
-            running = self.tasks.get(gone.current) if gone.current else None
+            running = self.tasks.get(gone.current) if gone.current else self._oldest_dispatched(worker)
             if running is not None:
                 effects.notes.append((running, reason))
             for record in self.flow.remove_worker(worker, reason):
@@ -273,7 +273,7 @@ class Scheduler:
         msg = p.Run(record.id, task.code, task.cell, [(d.name, d.version, d.source) for d in record.deps],
                     peers, sorted(record.writes), task.want_result, kernel_index, payload_index, task.call,
                     None if record.replica_of is None else record.version)
-        task.kernel_parts, task.payload = {}, {}
+        task.kernel_parts = task.payload = NO_VALUES
         return msg, parts + payload_parts
 
     # -- cancelling --------------------------------------------------------------------------

@@ -10,9 +10,21 @@ from typing import Any
 from ..errors import RemoteError, TaskCancelled, TaskFailed  # noqa: F401 (re-exported)
 from ..plan.dataflow import CANCELLED, DONE, FAILED, QUEUED
 
+NO_VALUES: dict[str, list[Any]] = {}
+"""The inputs of a task that sends none (shared: never mutated, only replaced)."""
+
 
 class Task:
-    """One piece of code on one worker. Thread-safe; finished by the coordinator."""
+    """One piece of code on one worker. Thread-safe; finished by the coordinator.
+
+    Slotted, and its end is one pre-acquired lock released once, not an ``Event``: a
+    session submits tasks by the hundred thousand, and each object a task allocates is work
+    for the garbage collector of the user's kernel."""
+
+    __slots__ = ("id", "worker", "label", "sink", "code", "cell", "want_result", "state", "submitted_at",
+                 "started_at", "finished_at", "_result", "_error", "_ended", "_end_latch", "_callbacks",
+                 "_runner", "_lock", "kernel_parts", "payload", "call", "ending", "ticket", "canceller",
+                 "cancel_requested")
 
     def __init__(self, task_id: int, worker: int, label: str, sink: Any = None, *,
                  code: str | None = None, cell: int | None = None, want_result: bool = False,
@@ -30,12 +42,14 @@ class Task:
         self.finished_at: float | None = None
         self._result: Any = None
         self._error: BaseException | None = None
-        self._done = threading.Event()
-        self._callbacks: list = []
+        self._ended = False
+        self._end_latch = threading.Lock()
+        self._end_latch.acquire()
+        self._callbacks: list | None = None
         self._runner = callbacks
         self._lock = threading.Lock()
-        self.kernel_parts: dict[str, list[Any]] = {}
-        self.payload: dict[str, list[Any]] = {}
+        self.kernel_parts: dict[str, list[Any]] = NO_VALUES
+        self.payload: dict[str, list[Any]] = NO_VALUES
         self.call: dict | None = None
         self.ending = False
         """Set, under the scheduler's lock, once the scheduler has decided how the task ends."""
@@ -49,14 +63,23 @@ class Task:
         return f"<Task #{self.id} on worker {self.worker}: {self.state}>"
 
     def done(self) -> bool:
-        return self._done.is_set()
+        return self._ended
 
     def wait(self, timeout: float | None = None) -> Task:
         """Block until the task ends; ``TimeoutError`` if it has not by ``timeout`` seconds.
         The wait ends on a worker's death too: the task then fails."""
-        if not self._done.wait(timeout):
+        if not self.wait_quietly(timeout):
             raise TimeoutError(f"task #{self.id} on worker {self.worker} still {self.state} after {timeout} s")
         return self
+
+    def wait_quietly(self, timeout: float | None = None) -> bool:
+        """Whether the task ended within ``timeout`` seconds (forever: None)."""
+        if self._ended:
+            return True
+        if not self._end_latch.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
+        self._end_latch.release()  # the next waiter passes too
+        return True
 
     @property
     def error(self) -> BaseException | None:
@@ -89,14 +112,15 @@ class Task:
                 at: float | None = None) -> bool:
         """End the task once; its callbacks go to the callback thread."""
         with self._lock:
-            if self._done.is_set():
+            if self._ended:
                 return False
             self.state = state
             self._result = result
             self._error = error
             self.finished_at = at if at is not None else time.monotonic()
-            self._done.set()
-            callbacks, self._callbacks = self._callbacks, []
+            self._ended = True
+            self._end_latch.release()
+            callbacks, self._callbacks = self._callbacks or (), None
         for callback in callbacks:
             self._call(callback)
         return True
@@ -112,7 +136,9 @@ class Task:
         cluster's callback thread, outside every lock and never on a thread that reads a
         socket, so a callback may submit work or wait for other tasks."""
         with self._lock:
-            if not self._done.is_set():
+            if not self._ended:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(callback)
                 return
         self._call(callback)

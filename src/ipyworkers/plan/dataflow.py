@@ -39,7 +39,7 @@ def holder_name(holder: int) -> str:
     return "the kernel" if holder == KERNEL else f"worker {holder}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dep:
     """Task input: ``name`` at ``version``, taken from ``source`` (its own worker: local)."""
 
@@ -48,7 +48,7 @@ class Dep:
     source: int
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRecord:
     id: int
     worker: int

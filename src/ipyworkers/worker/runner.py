@@ -9,6 +9,7 @@ the runner reports, so an outcome is never lost to a late signal.
 
 from __future__ import annotations
 
+import _signal
 import queue
 import signal
 import sys
@@ -25,8 +26,9 @@ from .fetcher import InputUnavailable
 from .namespace import MISSING
 
 QUIET_START_SECONDS = 0.05
-"""A function call tells the kernel it started only once it has run this long; a shorter
-one is reported by its ``Finished`` alone (which carries its start time)."""
+"""A task tells the kernel it started only once it has run this long; a shorter one is
+reported by its ``Finished`` alone (which carries its start time), so a trivial task costs
+one message back, not two."""
 
 
 class Unpicklable:
@@ -64,6 +66,8 @@ class TaskRunner:
         self._quiet_start: tuple[int, float] | None = None
         self._error: tuple[str, str, list[str]] | None = None
         self._main = threading.get_ident()
+        self.sigint_handler = self.on_sigint
+        """One bound method, so a check can tell whether a task replaced the handler."""
 
     # -- control (IO threads) ------------------------------------------------------------------
 
@@ -120,7 +124,7 @@ class TaskRunner:
         return self.shell
 
     def announce_long_call(self) -> None:
-        """A function call running for ``QUIET_START_SECONDS`` now says it started (IO thread)."""
+        """A task running for ``QUIET_START_SECONDS`` now says it started (IO thread)."""
         with self._lock:
             pending = self._quiet_start
             if pending is not None and time.monotonic() - pending[1] >= QUIET_START_SECONDS:
@@ -211,20 +215,16 @@ class TaskRunner:
         if run.call is not None:
             self._run_call(run, payload)
             return
-        started = time.monotonic()
-        self.worker.emit(p.Started(run.task, started))
+        started = self._begin(run.task)
         namespace, channels = self.worker.namespace, self.worker.channels
         namespace.restore_provided()
-        signal.signal(signal.SIGINT, self.on_sigint)
-        self._error = None
+        if _signal.getsignal(signal.SIGINT) is not self.sigint_handler:
+            signal.signal(signal.SIGINT, self.sigint_handler)
         channels.task_started()
-        self.current_output_task = run.task
         self.returns_result = run.want_result
         before = namespace.snapshot(run.writes)
         result = self._call(run, payload)
-        with self._lock:
-            self.interruptible = False
-        self.worker.flush_output()
+        self._end_call()
         self.current_output_task = None
         error = self._error if result is not None and not result.success else None
         written = run.writes if error is None else namespace.rebound(before)
@@ -242,22 +242,30 @@ class TaskRunner:
 
     def _run_call(self, run: p.Run, payload: dict[str, list]) -> None:
         """A function call: no namespace, no streams; ``Started`` only if it runs long."""
-        started = time.monotonic()
-        with self._lock:
-            self._quiet_start = (run.task, started)
-        self._error = None
-        self.current_output_task = run.task
+        started = self._begin(run.task)
         result = self._call(run, payload)
-        with self._lock:
-            self.interruptible = False
-            self._quiet_start = None
-        self.worker.flush_output()
+        self._end_call()
         self.current_output_task = None
         error = self._error if not result.success else None
         value_parts: list = []
         if error is None and run.want_result and result.result is not None:
             value_parts = self._result_parts(result.result)
         self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, {}, [], [], {}), value_parts)
+
+    def _begin(self, task: int) -> float:
+        """The task starts: said to the kernel only if it runs long (``announce_long_call``)."""
+        started = time.monotonic()
+        with self._lock:
+            self._quiet_start = (task, started)
+        self._error = None
+        self.current_output_task = task
+        return started
+
+    def _end_call(self) -> None:
+        with self._lock:
+            self.interruptible = False
+            self._quiet_start = None
+        self.worker.flush_output()
 
     def _call(self, run: p.Run, payload: dict[str, list]) -> Any:
         try:
@@ -311,5 +319,5 @@ def configure_main_thread(runner: TaskRunner) -> None:
     """Interrupts reach the runner's handler (a task that replaced it gets it back at the
     next task); busy user code yields the GIL every 1 ms, not Python's default 5 ms, so
     the IO threads serving streams and fetches are not delayed by it."""
-    signal.signal(signal.SIGINT, runner.on_sigint)
+    signal.signal(signal.SIGINT, runner.sigint_handler)
     sys.setswitchinterval(0.001)

@@ -45,6 +45,14 @@ def make_shell(runner: Any, namespace: dict[str, Any], colors: str) -> Any:
         def enable_gui(self, gui=None):
             pass
 
+        def should_run_async(self, raw_cell, *, transformed_cell=None, preprocessing_exc_tuple=None):
+            """Top-level ``await``, ``async for`` and ``async with`` all contain one of these
+            words; any other cell skips IPython's extra compile of it."""
+            if "await" not in raw_cell and "async" not in raw_cell:
+                return False
+            return super().should_run_async(raw_cell, transformed_cell=transformed_cell,
+                                            preprocessing_exc_tuple=preprocessing_exc_tuple)
+
     config = Config()
     config.HistoryManager.enabled = False
     return WorkerShell.instance(config=config, user_ns=namespace, colors=colors)
