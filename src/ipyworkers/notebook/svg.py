@@ -17,7 +17,7 @@ never under a later bar. Shapes keep a ``<title>`` for screen readers.
 from __future__ import annotations
 
 import html
-from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from . import layout
@@ -104,6 +104,32 @@ def _tick_label(t: float, step: float) -> str:
 # -- bars ------------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class Crowd:
+    """Tasks narrower than a pixel, of one row, state and group, in adjacent pixel columns:
+    drawn as one rect. Kept as running totals, not a list, since there may be thousands."""
+
+    first: Bar
+    start: float
+    end: float
+    count: int = 1
+    busy: float = 0.0
+    items: int = 0
+
+    def add(self, bar: Bar, start: float, end: float) -> None:
+        self.count += 1
+        self.start = start if start < self.start else self.start
+        self.end = end if end > self.end else self.end
+        self.busy += end - start if bar.start is not None else 0.0
+        self.items += bar.items
+
+    def merge(self, other: Crowd) -> None:
+        self.count += other.count
+        self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        self.busy += other.busy
+        self.items += other.items
+
+
 def _bars(model: TimelineModel, frame: Frame, now: float) -> tuple[list[str], list[str], list[str]]:
     """A rect per task (and its tooltip twin), and the groups drawn; where tasks are
     narrower than a pixel, one rect per run of adjacent pixels (level of detail), so the
@@ -111,7 +137,7 @@ def _bars(model: TimelineModel, frame: Frame, now: float) -> tuple[list[str], li
     kept at each redraw: it does arithmetic only."""
     shapes: list[str] = []
     tips: list[str] = []
-    crowded: dict[tuple[int, str, str, int], list[Bar]] = defaultdict(list)
+    crowded: dict[tuple[int, str, str, int], Crowd] = {}
     groups: dict[str, None] = {}
     t0, t1, rows = frame.t0, frame.t1, frame.row_y
     scale = frame.plot / (t1 - t0)
@@ -126,32 +152,34 @@ def _bars(model: TimelineModel, frame: Frame, now: float) -> tuple[list[str], li
             continue
         x0 = ((t0 if start < t0 else start) - t0) * scale
         if ((t1 if end > t1 else end) - t0) * scale - x0 < 1.0:
-            crowded[(bar.worker, bar.state, bar.group, int(x0))].append(bar)
+            key = (bar.worker, bar.state, bar.group, int(x0))
+            crowd = crowded.get(key)
+            if crowd is None:
+                crowded[key] = Crowd(bar, start, end, busy=end - start if bar.start is not None else 0.0,
+                                     items=bar.items)
+            else:
+                crowd.add(bar, start, end)
             continue
         shapes.append(_rect(model, bar, frame, (start, end), bar.state, _bar_title(bar, now), (bar.label, bar.group)))
         tips.append(_tip_rect(frame, bar.worker, start, end, _bar_tip(bar, now)))
-    for (worker, state, group), run in _runs_of_columns(crowded):
-        start = min(bar.queued if bar.start is None else bar.start for bar in run)
-        end = max(now if bar.end is None else bar.end for bar in run)
-        one = len(run) == 1
-        title = _bar_title(run[0], now) if one else _crowd_title(run, state, group)
-        shapes.append(_rect(model, run[0], frame, (start, end), state, title, (group,)))
-        tips.append(_tip_rect(frame, worker, start, end, _bar_tip(run[0], now) if one else
-                              _crowd_tip(run, state, group, now)))
+    for (worker, state, group), crowd in _runs_of_columns(crowded):
+        one = crowd.count == 1
+        title = _bar_title(crowd.first, now) if one else _crowd_title(crowd, state, group)
+        shapes.append(_rect(model, crowd.first, frame, (crowd.start, crowd.end), state, title, (group,)))
+        tips.append(_tip_rect(frame, worker, crowd.start, crowd.end, _bar_tip(crowd.first, now) if one else
+                              _crowd_tip(crowd, state, group)))
     return shapes, tips, list(groups)
 
 
-def _runs_of_columns(crowded: dict[tuple[int, str, str, int], list[Bar]]) -> list[tuple[tuple, list[Bar]]]:
-    """The tiny bars of one row, state and group in adjacent pixel columns, together: one
-    rect for a run of them."""
-    runs: list[tuple[tuple, list[Bar]]] = []
+def _runs_of_columns(crowded: dict[tuple[int, str, str, int], Crowd]) -> list[tuple[tuple, Crowd]]:
+    """Crowds of one row, state and group in adjacent pixel columns, merged into one."""
+    runs: list[tuple[tuple, Crowd]] = []
     previous: tuple | None = None
     for key in sorted(crowded):
-        *kind, column = key
-        if previous is not None and previous[:3] == key[:3] and column <= previous[3] + 1:
-            runs[-1][1].extend(crowded[key])
+        if previous is not None and previous[:3] == key[:3] and key[3] <= previous[3] + 1:
+            runs[-1][1].merge(crowded[key])
         else:
-            runs.append((tuple(kind), list(crowded[key])))
+            runs.append((key[:3], crowded[key]))
         previous = key
     return runs
 
@@ -230,17 +258,13 @@ def _bar_tip(bar: Bar, now: float) -> str:
     return "".join(body)
 
 
-def _crowd_title(run: list[Bar], state: str, group: str) -> str:
-    items = sum(bar.items for bar in run)
-    return f"{len(run)} {state} tasks of {group}" + (f", {items} items" if items else "")
+def _crowd_title(crowd: Crowd, state: str, group: str) -> str:
+    return f"{crowd.count} {state} tasks of {group}" + (f", {crowd.items} items" if crowd.items else "")
 
 
-def _crowd_tip(run: list[Bar], state: str, group: str, now: float) -> str:
-    start = min(bar.start if bar.start is not None else bar.queued for bar in run)
-    end = max(bar.end if bar.end is not None else now for bar in run)
-    busy = sum((bar.end if bar.end is not None else now) - bar.start for bar in run if bar.start is not None)
-    return (f"<b>{html.escape(_crowd_title(run, state, group))}</b>"
-            f"<div>{human_seconds(start)} to {human_seconds(end)}, busy {human_seconds(busy)}</div>")
+def _crowd_tip(crowd: Crowd, state: str, group: str) -> str:
+    return (f"<b>{html.escape(_crowd_title(crowd, state, group))}</b>"
+            f"<div>{human_seconds(crowd.start)} to {human_seconds(crowd.end)}, busy {human_seconds(crowd.busy)}</div>")
 
 
 def _tip_rect(frame: Frame, worker: int, start: float, end: float, body: str) -> str:
