@@ -28,15 +28,15 @@ def html_page(model: TimelineModel, title: str = "ipyworkers timeline", width: i
 
 
 ZOOM_SCRIPT = """
-const zoom = document.querySelector("svg.ipyworkers-timeline svg.zoom");
-const plot = zoom.parentElement;
+const drawing = document.querySelector("svg.ipyworkers-timeline");
+const zoom = drawing.querySelector("svg.zoom"), plot = zoom.parentElement;
 let k = 1, o = 0, drag = null;
 const set = () => { o = Math.min(Math.max(o, 0), 1 - 1 / k);
   zoom.setAttribute("width", (k * 100) + "%"); zoom.setAttribute("x", (-o * k * 100) + "%"); };
 const at = e => { const r = plot.getBoundingClientRect(); return [(e.clientX - r.left) / r.width, r.width]; };
-plot.addEventListener("wheel", e => { e.preventDefault(); const [f] = at(e), t = o + f / k;
+drawing.addEventListener("wheel", e => { e.preventDefault(); const [f] = at(e), t = o + f / k;
   k = Math.max(1, k * (e.deltaY > 0 ? 0.8 : 1.25)); o = t - f / k; set(); });
-plot.addEventListener("mousedown", e => { drag = [e.clientX, o]; });
+drawing.addEventListener("mousedown", e => { drag = [e.clientX, o]; });
 window.addEventListener("mouseup", () => { drag = null; });
 window.addEventListener("mousemove", e => { if (!drag) return; const [, w] = at(e);
   o = drag[1] - (e.clientX - drag[0]) / (w * k); set(); });
