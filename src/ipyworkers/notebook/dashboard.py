@@ -43,7 +43,7 @@ class Dashboard:
         self._window: tuple[float, float] | None = None
         self.status = widgets.HTML()
         self.summary = widgets.HTML()
-        self.drawing = widgets.HTML(layout=widgets.Layout(width="100%", overflow_x="auto"))
+        self.drawing = widgets.HTML(layout=widgets.Layout(width="100%", overflow="auto"))
         self.follow = widgets.ToggleButton(value=True, description="Follow",
                                            tooltip="show the latest burst of work, live (drag the window to see more)")
         self.span = widgets.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.001,
