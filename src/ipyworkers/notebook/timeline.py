@@ -455,22 +455,13 @@ def render_text(model: TimelineModel, now: float | None = None, width: int = 60)
 # -- shared with the drawing ---------------------------------------------------------------------
 
 
-def extent(model: TimelineModel, now: float) -> tuple[float, float]:
-    """The whole session (all that is kept), and the latest plan to its end; a drawing
-    shows ``runs.default_window`` unless asked for this."""
-    t0 = model.first_time if model.first_time is not None else 0.0
-    planned = [p.at + p.makespan for p in model.plans[-1:] if p.measured]
-    return t0, max(now, t0 + 1e-3, *planned)
-
-
-
 def who(holder: int) -> str:
     return "kernel" if holder == KERNEL else f"worker {holder}"
 
 
 
 def __getattr__(name: str) -> Any:
-    """The drawing and the exports live in ``svg`` now; old imports keep working."""
+    """The drawing lives in ``svg`` and the exports in ``exports`` now; old imports keep working."""
     if name in ("render_svg", "html_page", "chrome_trace", "save"):
         from . import svg
 
