@@ -141,7 +141,7 @@ def test_batches_are_bars_with_their_item_counts(cluster):
     cluster.map(square, range(100), chunksize=10, progress=False)
     queued = [e for e in cluster.events.events(ev.TASK_QUEUED) if e.data["label"].startswith("map square")]
     assert len(queued) == 10
-    assert all(e.data["items"] == 10 for e in queued)
+    assert all(e.data["items"] == 10 and e.data["function"] == "square" for e in queued)  # the timeline's groups
     assert "map square[0:10]" in [e.data["label"] for e in queued]
     assert "(10 items)" in queued[0].data["code"]
     ended = {e.task for e in cluster.events.events(ev.TASK_FINISHED)}

@@ -186,6 +186,7 @@ def test_a_tagged_run_is_predicted_too_and_each_task_names_its_statements(cluste
     assert plan.data["cell"] == 3 and not plan.data["auto"] and plan.data["unit"] == "units"
     assert sorted(plan.data["statements"].values()).count(["import os"]) == 2
     assert {s["line"] for s in plan.data["slots"]} == set(range(1, 7))
+    assert {e.data["cell"] for e in cluster.events.events(ev.TASK_QUEUED)} == {3}  # the timeline's groups
 
 
 # -- export -------------------------------------------------------------------------------------------

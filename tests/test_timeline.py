@@ -75,8 +75,9 @@ def test_svg_draws_rows_bars_coloured_by_state_and_the_transfer_arrow():
 def test_running_task_grows_until_now():
     model = run_of(ev.Event(ev.TASK_QUEUED, 100.0, worker=1, task=1),
                    ev.Event(ev.TASK_STARTED, 100.5, worker=1, task=1))
-    early = float(re.search(r'class="task running"[^>]*width="([\d.]+)"', render_svg(model, now=1.0, window=(0, 4)))[1])
-    late = float(re.search(r'class="task running"[^>]*width="([\d.]+)"', render_svg(model, now=3.0, window=(0, 4)))[1])
+    width = r'class="task running"[^>]* width="([\d.]+)%"'
+    early = float(re.search(width, render_svg(model, now=1.0, window=(0, 4)))[1])
+    late = float(re.search(width, render_svg(model, now=3.0, window=(0, 4)))[1])
     assert late > early * 3
 
 
@@ -129,7 +130,7 @@ def test_html_export_is_a_standalone_page_with_the_drawing(tmp_path):
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and 'class="task done"' in page
     assert "speed-up" in page and "<script>" in page
-    assert html_page(two_tasks_and_a_transfer()).count("<svg") == 1
+    assert html_page(two_tasks_and_a_transfer()).count('class="ipyworkers-timeline"') == 1
 
 
 def test_saving_with_an_unknown_extension_is_a_clear_error(tmp_path):
@@ -325,3 +326,169 @@ def test_a_model_built_from_a_log_counts_what_the_log_dropped():
     trace = chrome_trace(model)
     assert trace["otherData"]["tasks"] == 2_000
     assert "drawing the latest" in summary_line(model)
+
+
+# -- the timeline as a run, not a session ----------------------------------------------------------
+
+
+def task_events(task: int, worker: int, start: float, end: float | None, kind: str = ev.TASK_FINISHED,
+                **data) -> list[ev.Event]:
+    """A task queued 50 ms before it starts on ``worker`` (times after the origin, 100.0)."""
+    events = [ev.Event(ev.TASK_QUEUED, 100 + start - 0.05, worker=worker, task=task, data=data),
+              ev.Event(ev.TASK_STARTED, 100 + start, worker=worker, task=task)]
+    if end is not None:
+        events.append(ev.Event(kind, 100 + end, worker=worker, task=task, data={"error": "ValueError: bad"}
+                               if kind == ev.TASK_FAILED else {}))
+    return events
+
+
+def typed_then_mapped() -> TimelineModel:
+    """A cell at 1-3 s, minutes of typing, then a 6 s map at 150-156 s on two workers."""
+    events = [*task_events(1, 1, 1.0, 3.0, label="x = load()", code="x = load()", cell=2)]
+    for i in range(12):
+        a = i * 10
+        events += task_events(10 + i, 1 + i % 2, 150.0 + (i // 2), 151.0 + (i // 2), label=f"map f[{a}:{a + 10}]",
+                              code=f"f of items {a}..{a + 9} (10 items)", function="f", items=10)
+    return run_of(*events)
+
+
+def test_the_latest_burst_is_cut_at_an_idle_gap_long_for_the_burst():
+    from ipyworkers.notebook.runs import latest_burst
+
+    assert latest_burst([]) is None
+    assert latest_burst([(0, 3), (150, 156)]) == (150, 156)  # minutes of typing
+    assert latest_burst([(0, 3), (8, 12)]) == (0, 12)  # a short pause between cells
+    assert latest_burst([(0, 100), (130, 400)]) == (0, 400)  # 30 s inside a 270 s run
+    assert latest_burst([(0, 100), (130, 150)]) == (130, 150)
+    assert latest_burst([(0, 200), (1, 2), (150, 156)]) == (0, 200)  # a long task spans the gap
+    assert latest_burst([(150, 156), (0, 3), (1, 2.5)]) == (150, 156)  # in any order
+
+
+def test_the_default_window_is_the_latest_burst_plus_what_still_runs():
+    from ipyworkers.notebook.runs import default_window
+
+    model = typed_then_mapped()
+    start, end = default_window(model)
+    assert 149.9 <= start < 150.0 and end == 156.0
+    root = ET.fromstring(render_svg(model))
+    drawn = {r.get("data-task") for r in root.iter(f"{SVG}rect") if r.get("data-task")}
+    assert "1" not in drawn and "21" in drawn  # the early cell is off screen; the map fills it
+    ticks = [t.text for t in root.iter(f"{SVG}text") if (t.text or "").endswith(" s")]
+    assert ticks and all(150 <= float(t[:-2]) <= 156 for t in ticks)
+
+    model.add(ev.Event(ev.TASK_QUEUED, 101.0, worker=2, task=99))
+    model.add(ev.Event(ev.TASK_STARTED, 102.0, worker=2, task=99))  # running since 2 s
+    start, end = default_window(model, now=158.0)
+    assert (round(start, 6), end) == (0.95, 158.0)
+
+
+def test_the_summary_is_for_the_window_shown_and_names_the_session_totals():
+    from ipyworkers.notebook.runs import window_summary
+
+    model = typed_then_mapped()
+    line = summary_line(model)
+    assert "12 tasks" in line and "wall 6.00 s" in line and "speed-up 2.00×" in line and "busy w1 100%, w2 100%" in line
+    assert "session 13 tasks" in line
+    whole = window_summary(model, (0.0, 156.0))
+    assert whole.tasks == 13 and round(whole.wall) == 155 and whole.speedup < 0.2  # what users saw before
+    assert "wall 2.00 s" in summary_line(model, window=(0.0, 10.0))
+
+
+def test_bars_are_coloured_by_cell_or_function_and_state_is_fill_or_border():
+    from ipyworkers.notebook.timeline import PALETTE
+
+    model = run_of(*task_events(1, 1, 0.0, 1.0, label="a = f()", cell=7),
+                   *task_events(2, 2, 0.0, 1.0, ev.TASK_FAILED, label="b = g()", cell=7),
+                   *task_events(3, 1, 1.0, 2.0, label="c = h()", cell=8),
+                   *task_events(4, 2, 1.0, None, label="map f[0:10]", function="f", items=10))
+    rects = {r.get("data-task"): r for r in ET.fromstring(render_svg(model, width=900)).iter(f"{SVG}rect")
+             if r.get("data-task")}
+    assert rects["1"].get("fill") == rects["2"].get("fill") == PALETTE[0]  # In[7], whatever its state
+    assert rects["3"].get("fill") == PALETTE[1] and rects["4"].get("fill") == PALETTE[2]
+    assert rects["2"].get("class") == "task failed" and rects["2"].get("stroke") == "#cf222e"
+    assert rects["4"].get("class") == "task running" and rects["4"].get("fill-opacity") == "0.6"
+    legend = [t.text for g in ET.fromstring(render_svg(model)).iter(f"{SVG}g") if g.get("class") == "legend"
+              for t in g.iter(f"{SVG}text")]
+    assert legend[:3] == ["In[7]", "In[8]", "f()"] and {"done", "running", "failed"} <= set(legend)
+
+
+def test_the_drawing_fills_its_container_with_text_of_a_fixed_size():
+    svg = render_svg(typed_then_mapped(), width=400)
+    root = ET.fromstring(svg)
+    assert root.get("width") == "100%" and root.get("viewBox") is None and "min-width:400px" in root.get("style")
+    assert root.get("font-size") == "11"
+    tasks = [r for r in root.iter(f"{SVG}rect") if r.get("data-task")]
+    assert tasks and all(r.get("x").endswith("%") and r.get("width").endswith("%") for r in tasks)
+
+
+def test_bar_labels_only_where_they_fit():
+    model = run_of(*task_events(1, 1, 0.0, 9.0, label="long = enough()", cell=3),
+                   *task_events(2, 2, 9.0, 9.1, label="short = bar()", cell=3))
+    labels = [t.text for t in ET.fromstring(render_svg(model, width=400)).iter(f"{SVG}text")
+              if t.get("class") == "bar-label"]
+    assert labels == ["long = enough()"]
+
+
+def test_worker_deaths_and_restarts_are_marked_on_their_rows():
+    model = run_of(ev.Event(ev.WORKER_STARTED, 100.0, worker=1), ev.Event(ev.WORKER_STARTED, 100.0, worker=2),
+                   *task_events(1, 2, 0.5, 2.0, ev.TASK_FAILED, label="boom()"),
+                   ev.Event(ev.WORKER_DIED, 102.0, worker=2, data={"reason": "killed by SIGKILL"}),
+                   ev.Event(ev.WORKER_STOPPED, 102.5, worker=1),
+                   ev.Event(ev.WORKER_STARTED, 103.0, worker=2),
+                   *task_events(2, 2, 3.5, 4.0))
+    marks = {g.get("class"): g for g in ET.fromstring(render_svg(model)).iter(f"{SVG}g")
+             if g.get("class", "").startswith("mark")}
+    assert set(marks) == {"mark died", "mark restarted"}  # worker 1 stopped, never restarted: no mark
+    assert "worker 2 died at 2.00 s: killed by SIGKILL" in marks["mark died"].find(f"{SVG}title").text
+    assert [t.text for t in marks["mark died"].iter(f"{SVG}text")] == ["died"]
+
+
+def test_tooltips_are_html_revealed_on_hover_and_a_batch_gives_its_items():
+    svg = render_svg(typed_then_mapped())
+    root = ET.fromstring(svg)
+    tips = [g for g in root.iter(f"{SVG}g") if g.get("class") == "tip"]
+    assert len(tips) >= 12 and "<script" not in svg
+    box = tips[0].find(f"{SVG}foreignObject")
+    assert box.get("visibility") == "hidden" and ".tip:hover foreignObject{visibility:visible}" in svg
+    tip = box.find("{http://www.w3.org/1999/xhtml}div").find("{http://www.w3.org/1999/xhtml}div")
+    text = "".join(tip.itertext())
+    assert "f(): task #" in text and "(10 items)" in text and "f of items" in text
+    assert tip.find("{http://www.w3.org/1999/xhtml}pre") is not None  # the code, as code
+
+
+def test_lane_labels_never_overlap_and_those_dropped_are_counted():
+    from ipyworkers.notebook.layout import GAP, LaneLabel, place_lane
+
+    labels = [LaneLabel(10, "x 8 B"), LaneLabel(14, "y 8 B"), LaneLabel(18, "z 8 B"), LaneLabel(100, "w 8 B"),
+              LaneLabel(290, "last 1.0 MiB"), LaneLabel(16, "died", priority=1)]
+    placed = sorted(place_lane(labels, 300), key=lambda p: p.left)
+    assert [p.text for p in placed] == ["died", "w 8 B", "last 1.0 MiB"]  # the mark first; x, y, z dropped
+    assert all(a.right + GAP <= b.left for a, b in zip(placed, placed[1:], strict=False))
+    assert placed[-1].anchor == "end" and placed[-1].right <= 300
+    crowded = place_lane([LaneLabel(10 + i, f"v{i} 8 B") for i in range(5)], 300)
+    assert [p.text for p in crowded] == ["v0 8 B +4"]
+
+
+def test_arrow_labels_sit_in_the_lane_under_the_bars():
+    from ipyworkers.notebook.geometry import AXIS_HEIGHT, BAND, ROW_HEIGHT
+
+    root = ET.fromstring(render_svg(two_tasks_and_a_transfer()))
+    (label,) = [t for g in root.iter(f"{SVG}g") if g.get("class") == "transfer" for t in g.iter(f"{SVG}text")]
+    worker_2 = AXIS_HEIGHT + 2 * ROW_HEIGHT
+    assert label.text.startswith("x ") and worker_2 + BAND < float(label.get("y")) <= worker_2 + ROW_HEIGHT
+
+
+def test_the_saved_page_shows_the_latest_run_with_its_legend_and_tooltips():
+    page = html_page(typed_then_mapped())
+    assert "wall 6.00 s" in page and "session 13 tasks" in page
+    assert page.count('class="ipyworkers-timeline"') == 1 and 'width="100%"' in page
+    assert "f()" in page and "<foreignObject" in page and "(10 items)" in page
+    assert 'data-task="1"' not in page  # the early cell: before the burst shown
+
+
+def test_tasks_are_grouped_by_cell_then_function_then_kind_of_move():
+    from ipyworkers.notebook.timeline import group_of
+
+    assert group_of({"cell": 7, "function": "f", "label": "x = 1"}) == "In[7]"
+    assert group_of({"function": "f", "label": "map f[0:10]"}) == "f()"
+    assert group_of({"label": "send x, y"}) == "send" and group_of({"label": "y = x + 1"}) == "code"

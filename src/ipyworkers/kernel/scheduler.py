@@ -218,7 +218,8 @@ class Scheduler:
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
-        extra = {"items": sub.items} if sub.items else {}
+        grouping = {"items": sub.items, "cell": sub.cell, "function": (sub.call or {}).get("name")}
+        extra = {key: value for key, value in grouping.items() if value}  # what the timeline groups bars by
         effects.event(ev.TASK_QUEUED, worker=worker, task=record.id, label=sub.label,
                       code="\n".join((sub.code or sub.note).strip("\n").splitlines()[:4]),
                       reads=sorted(sub.reads), writes=sorted(record.writes), at=task.submitted_at, **extra)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..kernel import events as ev
 from ..kernel.cluster import Cluster
+from .runs import default_window
 from .svg import render_svg
 from .timeline import TimelineModel, summary_line
 
@@ -28,7 +29,8 @@ redrawn every 80 ms, one of 10,000 tasks (about 20 ms, with its widget message) 
 
 
 class Dashboard:
-    def __init__(self, cluster: Cluster, width: int = 900):
+    def __init__(self, cluster: Cluster, width: int = 400):
+        """``width``: the narrowest the timeline is laid out for (it fills wider panes)."""
         import ipywidgets as widgets
 
         self.cluster = cluster
@@ -41,8 +43,9 @@ class Dashboard:
         self._window: tuple[float, float] | None = None
         self.status = widgets.HTML()
         self.summary = widgets.HTML()
-        self.drawing = widgets.HTML()
-        self.follow = widgets.ToggleButton(value=True, description="Follow", tooltip="show the whole run, live")
+        self.drawing = widgets.HTML(layout=widgets.Layout(width="100%", overflow="auto"))
+        self.follow = widgets.ToggleButton(value=True, description="Follow",
+                                           tooltip="show the latest burst of work, live (drag the window to see more)")
         self.span = widgets.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.001,
                                              description="window (s)", continuous_update=False,
                                              readout_format=".3f", layout=widgets.Layout(width="60%"))
@@ -95,9 +98,10 @@ class Dashboard:
             while self._incoming:
                 self.model.add(self._incoming.popleft())
             running = bool(self.model.running)
-            svg = render_svg(self.model, now=now if running else None, window=self._window, width=self.width)
-            line = summary_line(self.model, now if running else None)
-            end = max(now if running else self.model.last_time, 1e-3)
+            shown = self._window or default_window(self.model, now if running else None)
+            svg = render_svg(self.model, now=now if running else None, window=shown, width=self.width)
+            line = summary_line(self.model, now if running else None, window=shown)
+            end = max(now if running else self.model.last_time, shown[1], 1e-3)
         self.drawing.value = svg
         self.summary.value = f'<span class="ipyworkers-summary">{html.escape(line)}</span>'
         self.status.value = status_html(self.cluster.status()) if self.cluster.running else "<i>workers stopped</i>"
@@ -105,7 +109,7 @@ class Dashboard:
             self._updating_span = True
             try:
                 self.span.max = end
-                self.span.value = (0.0, end)
+                self.span.value = shown
             finally:
                 self._updating_span = False
 

@@ -18,20 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..kernel import events as ev
+from . import runs
 
 KERNEL = 0
-COLORS = {
-    "waiting": "#d0d7de",
-    "running": "#54aeff",
-    "done": "#2da44e",
-    "failed": "#cf222e",
-    "cancelled": "#8c959f",
-}
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7", "#86bcb6")
+"""Bar colours, one per cell or function (in the order they first ran), cycling. No red:
+red means failed, and state is drawn as fill and border, not as the colour."""
 PLANNED = "#24292f"
 """Outline of the hollow bars that show a %%parallel run's plan."""
-ROW_HEIGHT = 30
-LABEL_WIDTH = 78
-AXIS_HEIGHT = 22
 MAX_ARROWS = 400
 """Above this many visible transfers, arrows are merged per time bucket when drawn."""
 MAX_BARS = 10_000
@@ -42,9 +36,11 @@ MAX_KEPT_ARROWS = 5_000
 """Transfers kept: drawn, more than ``MAX_ARROWS`` are merged anyway, so a few thousand
 exact ones are enough to zoom into the recent past."""
 MAX_PLANS = 50
+"""Plans of ``%%parallel`` runs kept (each with a slot per statement), the most recent."""
 PLAN_TRACK = 1000
 """Chrome trace: the plan of worker N goes on track ``PLAN_TRACK + N``."""
-"""Plans of ``%%parallel`` runs kept (each with a slot per statement), the most recent."""
+MAX_MARKS = 200
+"""Worker deaths and restarts kept, the most recent."""
 
 
 @dataclass(slots=True)
@@ -60,6 +56,29 @@ class Bar:
     error: str | None = None
     bytes_in: int = 0
     bytes_out: int = 0
+    group: str = ""
+    items: int = 0
+
+
+@dataclass(slots=True)
+class Mark:
+    """A worker died or came back (restarted) at ``time``: drawn on its row."""
+
+    worker: int
+    time: float
+    kind: str
+    detail: str = ""
+
+
+def group_of(data: dict[str, Any]) -> str:
+    """What a task's bar is coloured and named by: its notebook cell (``In[7]``), else the
+    function a ``submit`` or ``map`` calls, else the kind of move (push, pull, send)."""
+    if data.get("cell") is not None:
+        return f"In[{data['cell']}]"
+    if data.get("function"):
+        return f"{data['function']}()"
+    verb = str(data.get("label", "")).split(" ", 1)[0]
+    return verb if verb in ("push", "pull", "send", "fetch", "checkpoint") else "code"
 
 
 @dataclass(slots=True)
@@ -155,6 +174,10 @@ class TimelineModel:
     plans: list[PlanRun] = field(default_factory=list)
     max_plans: int = MAX_PLANS
     _plan_of: dict[int, PlanRun] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+    """Each cell or function seen, in order: its colour is ``PALETTE[index % len]``."""
+    marks: list[Mark] = field(default_factory=list)
+    _started: set[int] = field(default_factory=set)
 
     @classmethod
     def from_events(cls, events: Iterable[ev.Event], origin: float, **caps: int) -> TimelineModel:
@@ -188,8 +211,19 @@ class TimelineModel:
         self.workers.add(event.worker)
         if event.kind == ev.WORKER_DIED:
             self.dead[event.worker] = t
+            self._mark(Mark(event.worker, t, "died", event.data.get("reason", "")))
         elif event.kind == ev.WORKER_STARTED:
             self.dead.pop(event.worker, None)
+            if event.worker in self._started:
+                self._mark(Mark(event.worker, t, "restarted"))
+            self._started.add(event.worker)
+
+    def _mark(self, mark: Mark) -> None:
+        self.marks.append(mark)
+        del self.marks[:-MAX_MARKS]
+
+    def colour_of(self, group: str) -> str:
+        return PALETTE[self.groups.get(group, 0) % len(PALETTE)]
 
     def _seen(self, t: float) -> None:
         self.first_time = t if self.first_time is None else min(self.first_time, t)
@@ -197,8 +231,11 @@ class TimelineModel:
     def _on_queued(self, event: ev.Event, t: float) -> None:
         self.workers.add(event.worker)
         self._seen(t)
+        group = group_of(event.data)
+        self.groups.setdefault(group, len(self.groups))
         self.bars[event.task] = Bar(event.task, event.worker, event.data.get("label", ""),
-                                    event.data.get("code", ""), queued=t)
+                                    event.data.get("code", ""), queued=t, group=group,
+                                    items=event.data.get("items", 0))
         if event.worker != KERNEL:
             self.task_count += 1
 
@@ -334,6 +371,7 @@ _END_STATES = {ev.TASK_FINISHED: "done", ev.TASK_FAILED: "failed"}
 _HANDLERS = {
     ev.WORKER_STARTED: TimelineModel._on_worker,
     ev.WORKER_DIED: TimelineModel._on_worker,
+    ev.WORKER_STOPPED: TimelineModel._on_worker,
     ev.TASK_QUEUED: TimelineModel._on_queued,
     ev.TASK_STARTED: TimelineModel._on_started,
     ev.TASK_FINISHED: TimelineModel._on_ended,
@@ -363,11 +401,16 @@ def human_seconds(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def summary_line(model: TimelineModel, now: float | None = None) -> str:
-    s = model.summary(now)
-    busy = ", ".join(f"w{w} {fraction:.0%}" for w, fraction in s["busy"].items()) or "-"
-    line = (f"{s['tasks']} tasks · busy {busy} · moved {human_bytes(s['bytes'])} · "
-            f"wall {human_seconds(s['wall'])} · speed-up {s['speedup']:.2f}×")
+def summary_line(model: TimelineModel, now: float | None = None, window: tuple[float, float] | None = None) -> str:
+    """Tasks, busy % per worker, bytes moved, wall time and speed-up of the window shown
+    (by default the latest burst of work), then the session's totals if they differ."""
+    window = runs.default_window(model, now) if window is None else window
+    s = runs.window_summary(model, window, now)
+    busy = ", ".join(f"w{w} {fraction:.0%}" for w, fraction in s.busy_fractions().items()) or "-"
+    line = (f"{s.tasks} tasks · busy {busy} · moved {human_bytes(s.bytes)} · "
+            f"wall {human_seconds(s.wall)} · speed-up {s.speedup:.2f}×")
+    if (s.tasks, s.bytes) != (model.task_count, model.bytes_moved):
+        line += f" · session {model.task_count} tasks, {human_bytes(model.bytes_moved)} moved"
     if model.dropped_bars or model.dropped_arrows or model.dropped_events:
         line += f" · drawing the latest {len(model.bars)} tasks"
     plan = plan_line(model, now)
@@ -391,10 +434,10 @@ def plan_line(model: TimelineModel, now: float | None = None) -> str:
 def render_text(model: TimelineModel, now: float | None = None, width: int = 60) -> str:
     """For plain IPython: a character per time slot, per worker."""
     now = model.last_time if now is None else now
-    t0, t1 = extent(model, now)
+    t0, t1 = runs.default_window(model, now)
     scale = width / max(t1 - t0, 1e-9)
     marks = {"done": "#", "running": ">", "failed": "x", "cancelled": "-", "waiting": "."}
-    lines = [summary_line(model, now)]
+    lines = [summary_line(model, now, (t0, t1))]
     for row in model.rows()[1:]:
         cells = [" "] * width
         for bar in model.bars.values():
@@ -405,19 +448,11 @@ def render_text(model: TimelineModel, now: float | None = None, width: int = 60)
             for i in range(max(0, a), min(width, b)):
                 cells[i] = marks[bar.state]
         lines.append(f"worker {row:<3}|{''.join(cells)}|")
-    lines.append(f"{'':10} {human_seconds(0)}{human_seconds(t1 - t0):>{width - 4}}")
+    lines.append(f"{'':10} {human_seconds(t0)}{human_seconds(t1):>{width - 4}}")
     return "\n".join(lines)
 
 
 # -- shared with the drawing ---------------------------------------------------------------------
-
-
-def extent(model: TimelineModel, now: float) -> tuple[float, float]:
-    """What a drawing shows by default: all that is kept, and the latest plan to its end."""
-    t0 = model.first_time if model.first_time is not None else 0.0
-    planned = [p.at + p.makespan for p in model.plans[-1:] if p.measured]
-    return t0, max(now, t0 + 1e-3, *planned)
-
 
 
 def who(holder: int) -> str:
@@ -426,7 +461,7 @@ def who(holder: int) -> str:
 
 
 def __getattr__(name: str) -> Any:
-    """The drawing and the exports live in ``svg`` now; old imports keep working."""
+    """The drawing lives in ``svg`` and the exports in ``exports`` now; old imports keep working."""
     if name in ("render_svg", "html_page", "chrome_trace", "save"):
         from . import svg
 
