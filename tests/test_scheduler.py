@@ -6,7 +6,8 @@ import pytest
 
 from ipyworkers import protocol as p
 from ipyworkers.errors import TaskCancelled, TaskFailed
-from ipyworkers.kernel.scheduler import Scheduler, Submission
+from ipyworkers.kernel.records import Submission
+from ipyworkers.kernel.scheduler import Scheduler
 from ipyworkers.kernel.sinks import RecordingSink
 
 

@@ -22,7 +22,7 @@ Kernel process (per cluster)
   ipyworkers-send-N    writes queued frames to worker N's control link, so no caller
                        blocks on a socket and a frame is whole or absent.
   ipyworkers-read-N    reads worker N's reports and hands them to the scheduler and the
-                       task's sink; never runs user code.
+                       task's sink (``kernel/reports.py``); never runs user code.
   ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks (and a map's results,
                        a processor's collector), outside every lock.
   ipyworkers-map-N     a map's feeder: cuts its input into batches and submits them,

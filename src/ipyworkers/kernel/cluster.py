@@ -1,8 +1,9 @@
 """``Cluster``: the Python API under the magics; it validates, then delegates.
 
 The ``Supervisor`` owns the worker processes and their links; the ``Scheduler`` owns
-the dataflow state and its lock. ``Cluster`` turns calls into submissions and carries
-out the scheduler's ``Effects`` once its lock is released.
+the dataflow state and its lock. ``Cluster`` turns calls into submissions; ``Reports``
+(reports.py) carries out the scheduler's ``Effects`` once its lock is released, and
+handles what workers report.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import protocol as p
-from ..errors import ClusterError, RemoteError, SerializationError
+from ..errors import ClusterError, SerializationError
 from ..plan.analysis import CodeNames
 from ..plan.dataflow import KERNEL
-from ..serialize import dumps_value, loads_value
+from ..serialize import dumps_value
 from . import celltasks, maps, members, moves, parallel_cells
 from . import events as ev
 from .callbacks import CallbackThread
@@ -28,7 +29,9 @@ from .code import label as label_of
 from .launchers import LocalLauncher
 from .maps import NO_INITIAL
 from .processor import Processor
-from .scheduler import Effects, Scheduler, Submission
+from .records import Submission
+from .reports import Reports
+from .scheduler import Scheduler
 from .sinks import PrintSink, Sink
 from .supervisor import Supervisor
 from .tasks import Task, TaskGroup
@@ -40,8 +43,6 @@ INTERRUPT_WAIT = 2.0
 PONG_SECONDS = 0.5
 """A live worker answers a heartbeat within milliseconds; one silent this long while it is
 interrupted is stopped or stuck in code that holds the interpreter."""
-
-_END_EVENTS = {"done": ev.TASK_FINISHED, "failed": ev.TASK_FAILED, "cancelled": ev.TASK_CANCELLED}
 
 _live_clusters: weakref.WeakSet[Cluster] = weakref.WeakSet()
 
@@ -88,20 +89,8 @@ class Cluster:
                                       on_message=self._on_message, on_lost=self._on_lost)
         self._scheduler = Scheduler(self._supervisor.queue, self._kernel_has)
         self._scheduler.canceller = self.cancel
-        self._handlers: dict[type, Callable[[int, Any, list], None]] = {
-            p.Started: lambda w, m, parts: self._apply(self._scheduler.on_started(w, m)),
-            p.Waiting: lambda w, m, parts: self._scheduler.on_waiting(w, m),
-            p.Fetched: lambda w, m, parts: self._apply(self._scheduler.on_fetched(w, m)),
-            p.Finished: self._on_finished,
-            p.Unrun: lambda w, m, parts: self._apply(self._scheduler.on_unrun(w, m)),
-            p.Output: lambda w, m, parts: self._sink_of(m.task).stream(w, m.stream, m.text),
-            p.Display: lambda w, m, parts: self._sink_of(m.task).display(w, m.data, m.metadata, m.transient,
-                                                                           m.update),
-            p.Clear: lambda w, m, parts: self._sink_of(m.task).clear(w, m.wait),
-            p.StreamStats: self._on_stream_stats,
-            p.Value: lambda w, m, parts: self._scheduler.on_value(m, parts),
-            p.Pong: lambda w, m, parts: self._supervisor.on_pong(w),
-        }
+        self._reports = Reports(self._scheduler, self._supervisor, self.events, self._default_sink)
+        self._apply = self._reports.apply
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -454,57 +443,12 @@ class Cluster:
     # -- what workers report (reader threads) ---------------------------------------------------------
 
     def _on_message(self, worker: int, msg: Any, parts: list) -> None:
-        handler = self._handlers.get(type(msg))
-        if handler is None:
-            log.warning("worker %d sent an unexpected %s", worker, type(msg).__name__)
-            return
-        handler(worker, msg, parts)
-
-    def _on_finished(self, worker: int, msg: p.Finished, parts: list) -> None:
-        result = None
-        if msg.error is None and parts:
-            try:
-                result = loads_value("result", parts, "the kernel")
-            except SerializationError as exc:
-                log.debug("the result of task #%d did not unpickle: %s", msg.task, exc)
-        self._apply(self._scheduler.on_finished(worker, msg, result))
-
-    def _on_stream_stats(self, worker: int, msg: p.StreamStats, parts: list) -> None:
-        self.events.record(ev.TRANSFER, worker=worker, at=msg.t1, name="stream", source=msg.source, dest=worker,
-                           bytes=msg.size, start=msg.t0, end=msg.t1, count=msg.count)
+        self._reports.on_message(worker, msg, parts)
 
     def _on_lost(self, worker: int, reason: str) -> None:
         self._apply(self._scheduler.remove_worker(worker, reason))
         self._supervisor.forget(worker)
         self.events.record(ev.WORKER_DIED, worker=worker, reason=reason.split("(", 1)[-1].rstrip(")"))
-
-    def _sink_of(self, task_id: int | None) -> Sink:
-        task = self._scheduler.tasks.get(task_id) if task_id is not None else None
-        return task.sink if task is not None and task.sink is not None else self._default_sink()
-
-    def _apply(self, effects: Effects) -> None:
-        """Carry out what the scheduler decided, with its lock released. Its events are
-        recorded before its frames go out: a task may end before this thread goes on."""
-        for kind, data in effects.events:
-            self.events.record(kind, **data)
-        self._supervisor.pump()
-        for task, text in effects.notes:
-            task.sink.note(task.worker, text)
-        for end in effects.endings:
-            task, error = end.task, end.error
-            if isinstance(error, RemoteError):
-                task.sink.error(task.worker, error.ename, error.evalue, error.traceback)
-            elif error is not None:
-                task.sink.note(task.worker, str(error))
-            if end.started is not None:
-                self.events.record(ev.TASK_STARTED, worker=task.worker, task=task.id, at=end.started)
-            at = end.at if end.at is not None else time.monotonic()
-            self.events.record(_END_EVENTS[end.state], worker=task.worker, task=task.id, at=at,
-                               error=None if error is None else str(error))
-            task._finish(end.state, end.result, error, at)  # last: it wakes the waiter
-        for future, error in effects.pulls:
-            if not future.done():
-                future.set_exception(error)
 
     # -- checks ----------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from ..errors import ClusterError, SerializationError, TaskCancelled
 from ..plan.dataflow import KERNEL
 from ..serialize import dumps_value, loads_value
 from . import events as ev
-from .scheduler import Submission
+from .records import Submission
 from .tasks import TaskGroup
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from . import costs
 from . import events as ev
 from .code import label as label_of
 from .code import transform
-from .scheduler import Submission
+from .records import Submission
 from .tasks import TaskGroup
 
 SHOW_WIDTH = 60
