@@ -355,3 +355,27 @@ def test_leaving_an_imap_early_stops_it(cluster):
     assert cluster.map(square, range(3), progress=False) == [0, 1, 4]
     ran = cluster.events.events(ev.TASK_FINISHED)
     assert len(ran) < 100  # the 1,000 naps did not all run
+
+
+# -- functions pickled once while nothing they use changes --------------------------------------------
+
+
+def test_a_function_is_pickled_again_when_a_global_it_names_is_rebound(cluster):
+    """The pickle of a notebook function is kept between calls, but rebinding a global it
+    reads, its defaults or the function itself ships the new version."""
+    from ipyworkers.kernel.shipping import FunctionCache
+
+    cache = FunctionCache()
+    namespace: dict = {"K": 1}
+    exec("def f(x=10):\n    return K + x", namespace)
+    f = namespace["f"]
+    first = cache.ship(f, "function")
+    assert cache.ship(f, "function") == first
+    namespace["K"] = 2
+    second = cache.ship(f, "function")
+    assert second[0] != first[0]
+    f.__defaults__ = (20,)
+    assert cache.ship(f, "function")[0] not in (first[0], second[0])
+    assert cluster.submit(f).result == 22
+    namespace["K"] = 5
+    assert cluster.submit(f).result == 25

@@ -30,7 +30,6 @@ until then; on a death those run again elsewhere too. At the end, with more than
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import queue
 import threading
@@ -44,6 +43,7 @@ from ..protocol import NOTHING
 from ..serialize import dumps_value
 from .batching import Chunker, Progress
 from .scheduler import Submission
+from .shipping import ship
 from .sinks import Sink
 from .sources import make_source
 from .tasks import Task, TaskGroup
@@ -84,15 +84,6 @@ def check_chunksize(chunksize: Any) -> int | None:
     if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
         raise ValueError(f"chunksize must be a whole number >= 1 (or None to choose by itself), not {chunksize!r}")
     return chunksize
-
-
-def ship(fn: Any, what: str) -> tuple[str, list]:
-    """(registry key, pickled parts) of a function: the key is a digest of its pickle."""
-    parts = dumps_value(what, fn)
-    digest = hashlib.blake2b(digest_size=10)
-    for part in parts:
-        digest.update(part)
-    return "f" + digest.hexdigest(), parts
 
 
 class QuietSink(Sink):
