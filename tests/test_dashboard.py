@@ -68,6 +68,7 @@ def test_cancel_buttons_drop_a_queued_task_and_interrupt_a_running_one(nb):
     first, second = (c.reply["content"]["execution_count"] for c in (running, queued))
     nb.wait_for(lambda: {f"✕ In[{first}]", f"✕ In[{second}]"} <= set(cancel_buttons(nb)), timeout=10,
                 what="a cancel button for each task")
+    nb.wait_for_state(running, lambda s: s.startswith("running"), timeout=10)
     nb.click(cancel_buttons(nb)[f"✕ In[{second}]"])
     assert nb.wait_for_state(queued, lambda s: s.startswith("cancelled"), timeout=10) == "cancelled on worker 1"
     assert nb.cell_state(running).startswith("running"), "cancelling a queued task leaves the running one be"

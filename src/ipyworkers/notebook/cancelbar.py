@@ -26,25 +26,35 @@ MAX_BUTTONS = 8
 
 
 class CancelBar:
+    """A row of buttons; a task keeps its button while it is shown (a click that lands
+    while the row changes still reaches it), and a button goes when its task ends."""
+
     def __init__(self, cluster: Cluster):
         import ipywidgets as widgets
 
         self.cluster = cluster
         self.widget = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap"))
         self.widget.add_class("ipyworkers-cancel-bar")
+        self._more = widgets.Label("and more: %workers cancel In[N]")
+        self._buttons: dict[int, Any] = {}
         self._shown: tuple = ()
 
     def update(self, pending: list[int]) -> None:
         """``pending``: the ids of the tasks not ended (the timeline's), oldest first."""
         tasks = self._cell_tasks(pending)
-        key = tuple((t.id, t.started_at is not None) for t in tasks)
+        shown, more = tasks[:MAX_BUTTONS], len(tasks) > MAX_BUTTONS
+        key = tuple((t.id, t.started_at is not None) for t in shown) + (more,)
         if key == self._shown:
             return
         self._shown = key
-        old = self.widget.children
-        self.widget.children = self._buttons(tasks[:MAX_BUTTONS]) + self._more(tasks[MAX_BUTTONS:])
-        for child in old:
-            child.close()
+        per_cell = Counter(t.cell for t in shown)
+        old, self._buttons = self._buttons, {}
+        for task in shown:
+            self._buttons[task.id] = old.pop(task.id, None) or _button(task)
+            _describe(self._buttons[task.id], task, several=per_cell[task.cell] > 1)
+        self.widget.children = [*self._buttons.values()] + ([self._more] if more else [])
+        for button in old.values():
+            button.close()
 
     def _cell_tasks(self, pending: list[int]) -> list[Task]:
         tasks = []
@@ -56,28 +66,24 @@ class CancelBar:
                     break
         return tasks
 
-    def _buttons(self, tasks: list[Task]) -> list[Any]:
-        import ipywidgets as widgets
-
-        per_cell = Counter(t.cell for t in tasks)
-        buttons = []
-        for task in tasks:
-            label = f"✕ In[{task.cell}]" + (f" #{task.id}" if per_cell[task.cell] > 1 else "")
-            what = "interrupt it" if task.started_at is not None else "drop it, and what needs it"
-            tooltip = f"cancel task #{task.id} on worker {task.worker}: {what}"
-            button = widgets.Button(description=label, tooltip=tooltip, layout=widgets.Layout(width="auto"))
-            button.add_class("ipyworkers-cancel")
-            button.on_click(lambda _, task=task: _cancel(task))
-            buttons.append(button)
-        return buttons
-
-    def _more(self, rest: list[Task]) -> list[Any]:
-        import ipywidgets as widgets
-
-        return [widgets.Label("and more: %workers cancel In[N]")] if rest else []
-
     def close(self) -> None:
         self.update([])
+
+
+def _button(task: Task) -> Any:
+    import ipywidgets as widgets
+
+    button = widgets.Button(layout=widgets.Layout(width="auto"))
+    button.add_class("ipyworkers-cancel")
+    button.on_click(lambda _: _cancel(task))
+    return button
+
+
+def _describe(button: Any, task: Task, several: bool) -> None:
+    """``✕ In[7]``, or ``✕ In[7] #12`` when the cell has several tasks shown."""
+    button.description = f"✕ In[{task.cell}]" + (f" #{task.id}" if several else "")
+    what = "interrupt it" if task.started_at is not None else "drop it, and what needs it"
+    button.tooltip = f"cancel task #{task.id} on worker {task.worker}: {what}"
 
 
 def _cancel(task: Task) -> None:
