@@ -176,6 +176,20 @@ class KernelSession:
         return [v["value"] for v in self.widget_state.values()
                 if isinstance(v.get("value"), str) and marker in v["value"]]
 
+    def widget_children(self, dom_class: str) -> list[tuple[str, dict]]:
+        """(comm id, state) of the children of the widget with CSS class ``dom_class`` (the
+        latest such widget), as the frontend would draw them now."""
+        boxes = [s for s in self.widget_state.values() if dom_class in s.get("_dom_classes", ())]
+        if not boxes:
+            return []
+        ids = [ref.removeprefix("IPY_MODEL_") for ref in boxes[-1].get("children", [])]
+        return [(i, self.widget_state.get(i, {})) for i in ids]
+
+    def click(self, comm_id: str) -> None:
+        """What a frontend sends when a user clicks a ``Button``."""
+        content = {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}}
+        self.kc.shell_channel.send(self.kc.session.msg("comm_msg", content))
+
     def wait_for(self, predicate, timeout: float = 30, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while not predicate():

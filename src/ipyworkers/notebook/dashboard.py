@@ -4,11 +4,16 @@ Recording an event only queues it. One background thread folds the queue into th
 timeline model and redraws, at most every ``REFRESH_SECONDS`` (longer for a huge
 timeline), so a flood of tiny tasks costs one redraw per interval, whose size is
 bounded by the pixels, not the task count.
+
+Two outputs: the live widget, and after it a static picture of the timeline that the
+notebook file keeps (``picture.py`` says why and how only one of them shows). Under the
+drawing, a cancel button per running or queued task of a cell (``cancelbar.py``).
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import threading
 import time
 from collections import deque
@@ -16,9 +21,13 @@ from typing import Any
 
 from ..kernel import events as ev
 from ..kernel.cluster import Cluster
+from .cancelbar import CancelBar
+from .picture import Picture
 from .runs import default_window
 from .svg import render_svg
-from .timeline import TimelineModel, summary_line
+from .timeline import KERNEL, TimelineModel, summary_line
+
+log = logging.getLogger("ipyworkers.notebook")
 
 REFRESH_SECONDS = 0.08
 TICK_SECONDS = 0.25
@@ -51,7 +60,12 @@ class Dashboard:
                                              readout_format=".3f", layout=widgets.Layout(width="60%"))
         self.follow.observe(self._on_follow, "value")
         self.span.observe(self._on_span, "value")
-        self.widget = widgets.VBox([self.status, self.summary, self.drawing, widgets.HBox([self.follow, self.span])])
+        self.picture = Picture()
+        self.cancels = CancelBar(cluster)
+        self._pending_version = -1
+        hider = widgets.HTML(self.picture.live_style(), layout=widgets.Layout(display="none"))
+        self.widget = widgets.VBox([self.status, self.summary, self.drawing, self.cancels.widget,
+                                    widgets.HBox([self.follow, self.span]), hider])
         self.widget.add_class("ipyworkers-dashboard")
         self._unsubscribe = cluster.events.subscribe(self._on_event)
         self._render()
@@ -90,6 +104,7 @@ class Dashboard:
                 last = time.monotonic()
                 self._render()
                 cost = time.monotonic() - last
+            self._flush_picture()
         self._render()
 
     def _render(self) -> None:
@@ -102,7 +117,11 @@ class Dashboard:
             svg = render_svg(self.model, now=now if running else None, window=shown, width=self.width)
             line = summary_line(self.model, now if running else None, window=shown)
             end = max(now if running else self.model.last_time, shown[1], 1e-3)
+            pending = self._pending_locked()
         self.drawing.value = svg
+        self.picture.offer(line, svg)
+        if pending is not None:
+            self.cancels.update(pending if self.cluster.running else [])
         self.summary.value = f'<span class="ipyworkers-summary">{html.escape(line)}</span>'
         self.status.value = status_html(self.cluster.status()) if self.cluster.running else "<i>workers stopped</i>"
         if self._window is None:
@@ -113,30 +132,39 @@ class Dashboard:
             finally:
                 self._updating_span = False
 
+    def _pending_locked(self) -> list[int] | None:
+        """The tasks not ended, oldest first, if the model changed since last asked."""
+        if self.model.version == self._pending_version:
+            return None
+        self._pending_version = self.model.version
+        return sorted(b.task for b in self.model.bars.values() if b.end is None and b.worker != KERNEL)
+
+    def _flush_picture(self) -> None:
+        try:
+            self.picture.flush()
+        except Exception:
+            log.exception("publishing the dashboard's picture failed")
+
     def show(self) -> None:
-        """Display the dashboard; its output later also carries a static picture (see ``close``)."""
+        """Display the live widget, then its picture (the one the notebook file keeps); in
+        the running cell. Shown again (``%timeline``), the picture keeps its display id."""
         from IPython.display import display
 
-        self._handle = display(self._bundle(), raw=True, display_id=True)
-
-    def _bundle(self, with_picture: bool = False) -> dict:
-        bundle = self.widget._repr_mimebundle_()
-        bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle or {})
-        if with_picture:
-            bundle["text/html"] = (f"<div>{self.summary.value}</div>{self.drawing.value}")
-        return bundle
+        display(self.widget)
+        with self._lock:
+            line, svg = summary_line(self.model), self.drawing.value
+        self.picture.show(line, svg)
 
     def close(self) -> None:
-        """Stop redrawing. The output keeps the widget, and gains the last timeline as plain
-        HTML, which a saved notebook shows even where widget state was not saved."""
+        """Stop redrawing; the picture gets the last timeline at once, and the cancel
+        buttons go."""
         self._closed = True
         self._unsubscribe()
         self._dirty.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
-        handle = getattr(self, "_handle", None)
-        if handle is not None:
-            handle.update(self._bundle(with_picture=True), raw=True)
+        self.cancels.close()
+        self.picture.flush(force=True)
 
 
 def status_html(rows: list[dict[str, Any]]) -> str:

@@ -541,9 +541,7 @@ class WorkerMagics(Magics):
             print(f"saved the timeline to {args.save} ({'Chrome/Perfetto trace' if kind == 'json' else 'HTML page'})")
             return None
         if self.dashboard is not None and _has_widget_frontend(self.shell):
-            from IPython.display import display
-
-            display(self.dashboard.widget)
+            self.dashboard.show()
             return None
         print(timeline.render_text(model))
         return None
