@@ -74,6 +74,9 @@ class Channels:
         """Sync token -> worker, not answered yet."""
         self._synced = threading.Condition()
         self._pending = threading.Event()
+        self._armed = False
+        """The flush thread is between waking and sleeping, or sleeps until a batch is due:
+        a new batch need not wake it."""
         threading.Thread(target=self._flush_loop, name="channel-flush", daemon=True).start()
 
     # -- what user code calls ---------------------------------------------------------------
@@ -94,7 +97,7 @@ class Channels:
             state = out.put(parts, nbytes, block=True)
         if state == FULL:
             self._flush(out)
-        elif state == STARTED:
+        elif state == STARTED and not self._armed:
             self._pending.set()
 
     def _post(self, out: Outbound, record: Any, parts: list | tuple = ()) -> None:
@@ -122,15 +125,22 @@ class Channels:
                 log.debug("flushing the stream to worker %d failed: %s", out.dest, exc)
 
     def _flush_loop(self) -> None:
-        """Send each batch when it is due: a lone message leaves ``BATCH_DELAY`` after it
-        was sent. A sender that goes on sending flushes its own batches; this thread wakes
-        once per batch at most."""
+        """Send each batch when it is due: a message in a burst leaves at most ``BATCH_DELAY``
+        after it was sent. A sender that goes on sending flushes its own batches; this
+        thread wakes once per due time at most, and a new batch wakes it only when it has
+        gone back to waiting (``_armed`` is cleared before the last look, so a batch made
+        meanwhile is seen, or wakes it)."""
         while True:
             self._pending.wait()
             self._pending.clear()
+            self._armed = True
             while True:
                 due = [(when, out) for out in list(self.outbound.values()) if (when := out.due()) is not None]
                 if not due:
+                    self._armed = False
+                    if any(out.due() is not None for out in list(self.outbound.values())):
+                        self._armed = True
+                        continue
                     break
                 now = time.monotonic()
                 first = min(when for when, _ in due)

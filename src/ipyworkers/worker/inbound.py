@@ -49,7 +49,9 @@ class Inbound:
     def __init__(self, source: int, me: int):
         self.source = source
         self.me = me
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()
+        """``cond``'s own lock: ``with self.lock`` costs less than ``with self.cond``, per message."""
+        self.cond = threading.Condition(self.lock)
         self.items: deque[tuple[tuple[int, int], Any, Any]] = deque()
         self.conn: Any = None
         self.link = 0
@@ -107,7 +109,7 @@ class Inbound:
                  ask: bool) -> tuple[Any, Any] | None:
         """Queue a batch; returns credit to send if the producer asked and all it sent
         before has already been taken."""
-        with self.cond:
+        with self.lock:
             if not self._live(conn, epoch):
                 log.debug("dropped %d messages of ended stream %d from worker %d", len(messages), epoch, self.source)
                 return None
@@ -191,7 +193,7 @@ class Inbound:
         started = time.monotonic()
         while True:
             item, detail = _NOTHING, None
-            with self.cond:
+            with self.lock:
                 if self.items:
                     key, item, detail = self.items.popleft()
                     if item is CLOSED or item is _ABORTED:
