@@ -3,10 +3,10 @@
 A batch leaves as one frame when it is full (``BATCH`` messages or ``BATCH_BYTES``), when
 its first message is ``BATCH_DELAY`` old, when the window is full, or when this worker is
 about to wait (for a stream, or at its task's end). A message sent after a quiet spell
-(no frame for ``BATCH_DELAY``) leaves at once: only a burst waits to be batched. A frame sent because the window is
-full asks the consumer for its credit (``ask``): the consumer otherwise returns credit
-only half a window at a time, and a producer held back by the byte limit could wait for
-credit that never reaches that half."""
+(no frame for ``BATCH_DELAY``) leaves at once: only a burst waits to be batched. A frame
+sent because the window is full asks the consumer for its credit (``ask``): the consumer
+otherwise returns credit only half a window at a time, and a producer held back by the
+byte limit could wait for credit that never reaches that half."""
 
 from __future__ import annotations
 
