@@ -281,6 +281,91 @@ def test_a_stream_is_drawn_as_aggregated_transfers(cluster):
     assert all((e.data["source"], e.data["dest"]) == (1, 2) for e in streams)
 
 
+# -- per-message cost, promptness and the window ---------------------------------------------------------
+
+COUNT_FRAMES = """
+import collections
+from ipyworkers import wire
+if not hasattr(wire.Connection, "uncounted_send"):
+    wire.Connection.uncounted_send = wire.Connection.send
+    wire.frames_sent = collections.Counter()
+    def counted_send(self, msg, parts=()):
+        wire.frames_sent[type(msg).__name__] += 1
+        return self.uncounted_send(msg, parts)
+    wire.Connection.send = counted_send
+wire.frames_sent.clear()
+"""
+FRAMES_SENT = "dict(__import__('ipyworkers.wire').wire.frames_sent)"
+
+
+def test_relaying_through_a_middle_stage_costs_no_round_trip_per_message():
+    """10,000 small messages through worker 2: it sends them on in batches, and credit comes
+    back to it (and goes from it) a batch at a time, not a frame per message."""
+    from ipyworkers import Cluster
+    from ipyworkers.kernel.sinks import RecordingSink
+
+    n = 10_000
+    with Cluster(3, default_sink=RecordingSink()) as cluster:
+        for worker in (2, 3):
+            cluster.run(COUNT_FRAMES, on=worker, block=True)
+        stages = [cluster.run(PRODUCER.format(n=n), on=1),
+                  cluster.run("for block in stream(frm=1):\n    send(block, to=3)\nclose(to=3)", on=2),
+                  cluster.run("count = 0\nfor block in stream(frm=2):\n    assert block[0] == count\n"
+                              "    count += 1\ncount", on=3)]
+        for stage in stages:
+            assert stage.wait(60).error is None, stage.error
+        assert stages[2].result == n
+        middle = cluster.run(FRAMES_SENT, on=2, block=True).result
+        last = cluster.run(FRAMES_SENT, on=3, block=True).result
+    relayed, credit_to_first, credit_to_middle = middle["Chans"], middle["Credit"], last["Credit"]
+    assert (relayed + credit_to_first + credit_to_middle) / n < 0.1, (relayed, credit_to_first, credit_to_middle)
+
+
+def test_a_lone_send_arrives_within_a_few_ms(cluster):
+    """A send after a quiet spell goes at once; one that ends a burst, while the sender goes
+    on computing (holding the GIL), goes when its batch is due."""
+    producer = cluster.run(
+        "import time\n"
+        "for i in range(10):\n    send(time.monotonic(), to=2)\n    time.sleep(0.05)\n"
+        "for i in range(5):\n"
+        "    for j in range(100):\n        send(None, to=2)\n"
+        "    send(-time.monotonic(), to=2)\n"
+        "    end = time.monotonic() + 0.1\n"
+        "    while time.monotonic() < end:\n        pass\n"
+        "close(to=2)", on=1)
+    consumer = cluster.run(
+        "import time\nquiet, burst = [], []\n"
+        "for stamp in stream(frm=1):\n"
+        "    if stamp is not None:\n"
+        "        (quiet if stamp > 0 else burst).append(time.monotonic() - abs(stamp))\n"
+        "(sorted(quiet), sorted(burst))", on=2)
+    quiet, burst = consumer.wait(30).result
+    assert producer.wait(30).state == "done", producer.error
+    assert len(quiet) == 10 and len(burst) == 5
+    assert quiet[len(quiet) // 2] < 0.005, f"lone sends took {[round(t * 1e3, 1) for t in quiet]} ms"
+    assert burst[len(burst) // 2] < 0.02, f"the last sends of bursts took {[round(t * 1e3, 1) for t in burst]} ms"
+
+
+def test_the_window_holds_back_a_producer_and_the_readme_states_it(cluster):
+    from pathlib import Path
+
+    from ipyworkers.worker.streams import WINDOW, WINDOW_BYTES
+
+    n = WINDOW * 2 + 50
+    producer = cluster.run(
+        f"import time\nstamps = []\nfor i in range({n}):\n    send(i, to=2)\n"
+        "    stamps.append(time.monotonic())\nclose(to=2)\nstamps", on=1)
+    consumer = cluster.run(
+        "import time\ntime.sleep(1.0)\nstarted = time.monotonic()\n"
+        f"(started, list(stream(frm=1)) == list(range({n})))", on=2)
+    started, in_order = consumer.wait(60).result
+    stamps = producer.wait(60).result
+    assert in_order
+    assert sum(1 for stamp in stamps if stamp < started) == WINDOW
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"At most {WINDOW} messages ({WINDOW_BYTES >> 20} MiB) wait at the consumer" in readme
+
+
 # -- map and map-reduce --------------------------------------------------------------------------------------
 
 

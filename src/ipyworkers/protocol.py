@@ -253,10 +253,12 @@ class ChanOpen(NamedTuple):
 
 @message
 class Chans(NamedTuple):
-    """A batch of stream messages; ``counts``: how many parts each message has."""
+    """A batch of stream messages; ``counts``: how many parts each message has. ``ask``: the
+    producer's window is full; the consumer returns its credit once it has taken the batch."""
     source: int
     epoch: int
     counts: list[int]
+    ask: bool
 
 
 @message

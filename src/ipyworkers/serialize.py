@@ -19,7 +19,7 @@ def dumps_value(name: str, value: Any) -> list[Any]:
     try:
         main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
         if b"__main__" not in main:
-            return [main, *(b.raw() for b in buffers)]
+            return [main, *(b.raw() for b in buffers)] if buffers else [main]
     except Exception:
         pass
     import cloudpickle

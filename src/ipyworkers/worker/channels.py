@@ -5,9 +5,12 @@ A channel is FIFO per pair of workers and rides the authenticated peer link from
 producer to the consumer, with the same zero-copy serialisation as any value. Flow
 control is by credit: a producer has at most ``WINDOW`` messages (and about
 ``WINDOW_BYTES``) not yet taken by the consumer, so a fast producer blocks instead of
-filling memory. Small messages are batched, as Nagle's algorithm does: one frame
-carries up to ``BATCH`` of them, and a batch waits at most ``BATCH_DELAY`` seconds,
-so per-message cost is paid per batch.
+filling memory. The consumer returns credit half a window at a time, or when the
+producer, its window full, asks for it. Small messages are batched, as Nagle's algorithm
+does: one frame carries up to ``BATCH`` of them, and a batch waits at most
+``BATCH_DELAY`` seconds, less if this worker is about to wait, so per-message cost
+(a frame, a wake-up of the reader at the other end, a credit back) is paid per batch,
+and a stage relaying a stream costs no round trip per message.
 
 Each stream is separate. The producer numbers the streams it opens to a consumer (the
 *epoch*: 1, 2, ...) and every record, credit and refusal carries that number, so nothing
@@ -48,8 +51,8 @@ from .. import protocol as p
 from ..errors import ChannelError
 from ..serialize import dumps_value, loads_value
 from .inbound import CLOSED, Inbound
-from .outbound import Outbound
-from .streams import BATCH_DELAY, SYNC_TIMEOUT, Idle, StreamStats, send_reply, sync_tokens
+from .outbound import FULL, STARTED, Outbound
+from .streams import SYNC_TIMEOUT, Idle, StreamStats, send_reply, sync_tokens
 
 log = logging.getLogger("ipyworkers.worker")
 
@@ -71,6 +74,9 @@ class Channels:
         """Sync token -> worker, not answered yet."""
         self._synced = threading.Condition()
         self._pending = threading.Event()
+        self._armed = False
+        """The flush thread is between waking and sleeping, or sleeps until a batch is due:
+        a new batch need not wake it."""
         threading.Thread(target=self._flush_loop, name="channel-flush", daemon=True).start()
 
     # -- what user code calls ---------------------------------------------------------------
@@ -85,13 +91,13 @@ class Channels:
             epoch = out.begin()
             if epoch:
                 self._post(out, p.ChanOpen(self.worker.id, epoch))
-        full = out.put(parts, nbytes, block=False)
-        if full is None:
+        state = out.put(parts, nbytes, block=False)
+        if state is None:
             self._flush(out)
-            full = out.put(parts, nbytes, block=True)
-        if full:
+            state = out.put(parts, nbytes, block=True)
+        if state == FULL:
             self._flush(out)
-        else:
+        elif state == STARTED and not self._armed:
             self._pending.set()
 
     def _post(self, out: Outbound, record: Any, parts: list | tuple = ()) -> None:
@@ -105,10 +111,11 @@ class Channels:
     def _flush(self, out: Outbound) -> None:
         """Send what ``out`` has batched, as one frame, in order."""
         with out.flushing:
-            epoch, batch = out.take_batch()
-            if batch:
+            epoch, batch, ask = out.take_batch()
+            if batch or ask:
                 counts = [len(parts) for parts in batch]
-                self._post(out, p.Chans(self.worker.id, epoch, counts), [part for parts in batch for part in parts])
+                self._post(out, p.Chans(self.worker.id, epoch, counts, ask),
+                           [part for parts in batch for part in parts])
 
     def flush_all(self) -> None:
         for out in list(self.outbound.values()):
@@ -118,11 +125,34 @@ class Channels:
                 log.debug("flushing the stream to worker %d failed: %s", out.dest, exc)
 
     def _flush_loop(self) -> None:
+        """Send each batch when it is due: a message in a burst leaves at most ``BATCH_DELAY``
+        after it was sent. A sender that goes on sending flushes its own batches; this
+        thread wakes once per due time at most, and a new batch wakes it only when it has
+        gone back to waiting (``_armed`` is cleared before the last look, so a batch made
+        meanwhile is seen, or wakes it)."""
         while True:
             self._pending.wait()
-            time.sleep(BATCH_DELAY)
             self._pending.clear()
-            self.flush_all()
+            self._armed = True
+            while True:
+                due = [(when, out) for out in list(self.outbound.values()) if (when := out.due()) is not None]
+                if not due:
+                    self._armed = False
+                    if any(out.due() is not None for out in list(self.outbound.values())):
+                        self._armed = True
+                        continue
+                    break
+                now = time.monotonic()
+                first = min(when for when, _ in due)
+                if first > now:
+                    time.sleep(first - now)
+                    continue
+                for when, out in due:
+                    if when <= now:
+                        try:
+                            self._flush(out)
+                        except ChannelError as exc:
+                            log.debug("flushing the stream to worker %d failed: %s", out.dest, exc)
 
     def recv(self, frm: int) -> Any:
         """The next object from worker ``frm``; blocks until it comes. ``EOFError`` after ``close``."""
@@ -155,9 +185,7 @@ class Channels:
     def _next(self, frm: int) -> Any:
         inbound = self.inbound.get(frm) or self._checked_inbound(frm)
         self.receiving_from.add(frm)
-        if self._pending.is_set():
-            self.flush_all()
-        parts = inbound.get()
+        parts = inbound.get(self.flush_all)
         if parts is CLOSED:
             self.receiving_from.discard(frm)
             self._report(inbound)
@@ -200,12 +228,16 @@ class Channels:
     def on_peer_message(self, source: int, msg: tuple, parts: list, conn: Any) -> None:
         inbound = self._inbound(source)
         if isinstance(msg, p.Chans):
-            messages, pos = [], 0
+            messages, pos, total = [], 0, 0
             for count in msg.counts:
                 message = parts[pos : pos + count]
                 pos += count
-                messages.append((message, sum(map(len, message))))
-            inbound.put_many(conn, msg.epoch, messages)
+                size = sum(map(len, message))
+                total += size
+                messages.append((message, size))
+            reply = inbound.put_many(conn, msg.epoch, messages, total, msg.ask)
+            if reply is not None:
+                send_reply(*reply)
         elif isinstance(msg, p.ChanOpen):
             inbound.open(conn, msg.epoch)
         elif isinstance(msg, p.ChanClose):

@@ -6,11 +6,21 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as p
 from ..errors import ChannelError
-from .streams import BATCH, IDLE_GRACE, Idle, StreamStats, before_closing, never_ran, send_reply
+from .streams import (
+    CREDIT_BATCH,
+    CREDIT_BATCH_BYTES,
+    IDLE_GRACE,
+    Idle,
+    StreamStats,
+    before_closing,
+    never_ran,
+    send_reply,
+)
 
 log = logging.getLogger("ipyworkers.worker")
 
@@ -29,12 +39,19 @@ class Inbound:
     stream from the same producer queues behind them. Records of a stream that has ended
     here (closed, aborted, given up by this worker, dropped by the producer) are dropped
     on arrival. The state is guarded by ``cond``; replies go out after it is released.
+
+    Credit goes back in batches: once the consumer has taken ``CREDIT_BATCH`` messages or
+    ``CREDIT_BATCH_BYTES``, or when the producer asked (its window full) and the consumer
+    has taken all that came before the asking. A consumer that drains its queue faster
+    than it fills so sends one credit per half window, not one per message.
     """
 
     def __init__(self, source: int, me: int):
         self.source = source
         self.me = me
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()
+        """``cond``'s own lock: ``with self.lock`` costs less than ``with self.cond``, per message."""
+        self.cond = threading.Condition(self.lock)
         self.items: deque[tuple[tuple[int, int], Any, Any]] = deque()
         self.conn: Any = None
         self.link = 0
@@ -56,6 +73,8 @@ class Inbound:
         self.credit = 0
         self.credit_bytes = 0
         self.credit_key: tuple[int, int] | None = None
+        self.asked: tuple[int, int] | None = None
+        """The stream whose producer asked for credit, and has not had it since."""
         self.stats = StreamStats()
 
     # -- what arrives (the link's reader thread) ----------------------------------------------------
@@ -86,16 +105,24 @@ class Inbound:
             self.opened = epoch
             self.cond.notify_all()
 
-    def put_many(self, conn: Any, epoch: int, messages: list[tuple[list, int]]) -> None:
-        with self.cond:
+    def put_many(self, conn: Any, epoch: int, messages: list[tuple[list, int]], nbytes: int,
+                 ask: bool) -> tuple[Any, Any] | None:
+        """Queue a batch; returns credit to send if the producer asked and all it sent
+        before has already been taken."""
+        with self.lock:
             if not self._live(conn, epoch):
                 log.debug("dropped %d messages of ended stream %d from worker %d", len(messages), epoch, self.source)
-                return
+                return None
             key = (self.link, epoch)
-            self.items.extend((key, parts, nbytes) for parts, nbytes in messages)
-            for _, nbytes in messages:
-                self.stats.add(nbytes)
+            self.items.extend((key, parts, size) for parts, size in messages)
+            if messages:
+                self.stats.add(len(messages), nbytes)
             self.cond.notify_all()
+            if ask:
+                self.asked = key
+                if not self.items and self.credit_key == key:
+                    return self._grant_locked()
+            return None
 
     def close(self, conn: Any, epoch: int) -> None:
         with self.cond:
@@ -158,13 +185,15 @@ class Inbound:
 
     # -- what the consumer does (the task's thread) -----------------------------------------------
 
-    def get(self) -> Any:
+    def get(self, before_wait: Callable[[], None] | None = None) -> Any:
         """The next message's parts, or ``CLOSED``. Raises if the stream was aborted, or if
-        nothing more can come: the producer is dead, or idle with all it sent here taken."""
+        nothing more can come: the producer is dead, or idle with all it sent here taken.
+        ``before_wait`` runs (without the lock) once, if nothing is queued, before waiting:
+        what this worker has batched for others goes out before it sleeps."""
         started = time.monotonic()
         while True:
             item, detail = _NOTHING, None
-            with self.cond:
+            with self.lock:
                 if self.items:
                     key, item, detail = self.items.popleft()
                     if item is CLOSED or item is _ABORTED:
@@ -176,8 +205,8 @@ class Inbound:
                 else:
                     if self.opened > self.ended:
                         self.reading = (self.link, self.opened)
-                    reply = self._grant_locked()
-                    if reply is None:
+                    reply = self._grant_locked() if self.asked == self.credit_key else None
+                    if reply is None and before_wait is None:
                         self.cond.wait(self._check_idle_locked(started))
                         continue
             if reply is not None:
@@ -186,13 +215,17 @@ class Inbound:
                 raise ChannelError(detail)
             if item is not _NOTHING:
                 return item
+            if before_wait is not None:
+                before_wait()
+                before_wait = None
 
     def _count_credit_locked(self, key: tuple[int, int], nbytes: int) -> tuple[Any, Any] | None:
         if key != self.credit_key:
             self.credit_key, self.credit, self.credit_bytes = key, 0, 0
         self.credit += 1
         self.credit_bytes += nbytes
-        if self.credit >= BATCH or not self.items:
+        if (self.credit >= CREDIT_BATCH or self.credit_bytes >= CREDIT_BATCH_BYTES
+                or (self.asked == key and not self.items)):
             return self._grant_locked()
         return None
 
@@ -203,6 +236,8 @@ class Inbound:
             return None
         credit = p.Credit(key[1], self.credit, self.credit_bytes)
         self.credit = self.credit_bytes = 0
+        if self.asked == key:
+            self.asked = None
         return self.conn, credit
 
     def _check_idle_locked(self, started: float) -> float | None:

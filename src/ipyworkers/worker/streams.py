@@ -13,11 +13,19 @@ from typing import Any
 log = logging.getLogger("ipyworkers.worker")
 
 
-WINDOW = 64
+WINDOW = 256
 WINDOW_BYTES = 32 << 20
-BATCH = 32
+"""At most this many messages, and bytes, sent and not yet taken by the consumer (a
+single larger message still goes, alone)."""
+CREDIT_BATCH = WINDOW // 2
+CREDIT_BATCH_BYTES = WINDOW_BYTES // 2
+"""The consumer returns credit when it has taken this much: half a window, so the
+producer, with the other half, goes on sending while the credit travels."""
+BATCH = 64
 BATCH_BYTES = 256 << 10
-BATCH_DELAY = 0.001
+BATCH_DELAY = 0.002
+"""The longest a message waits in its batch while the sender goes on computing; a
+message sent after a quiet spell this long goes at once."""
 SYNC_TIMEOUT = 1.0
 """The longest a task's end waits for a consumer to confirm it has taken in all the task
 streamed to it; only a consumer stuck holding the GIL would take that long."""
@@ -90,10 +98,10 @@ class StreamStats:
     first: float = 0.0
     last: float = 0.0
 
-    def add(self, nbytes: int) -> None:
+    def add(self, count: int, nbytes: int) -> None:
         now = time.monotonic()
         if not self.count:
             self.first = now
-        self.count += 1
+        self.count += count
         self.bytes += nbytes
         self.last = now
