@@ -390,3 +390,15 @@ def test_task_cancel_drops_a_queued_task_and_interrupts_a_running_one(cluster):
     assert isinstance(busy.wait(10).error, RemoteError) and busy.error.ename == "KeyboardInterrupt"
     busy.cancel()  # ended: nothing happens
     assert cluster.run("worker_id", on=1).result == 1
+
+
+def test_an_interrupted_cell_traceback_ends_in_the_users_code(cluster):
+    task = cluster.run("import time\ntime.sleep(30)", on=1)
+    deadline = time.monotonic() + 10
+    while task.state != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    task.cancel()
+    task.wait(10)
+    text = "\n".join(task.error.traceback)
+    assert "time.sleep(30)" in text and "runner.py" not in text and "on_sigint" not in text, text

@@ -57,15 +57,16 @@ class Dashboard:
                                            tooltip="show the latest burst of work, live (drag the window to see more)")
         self.span = widgets.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.001,
                                              description="window (s)", continuous_update=False,
-                                             readout_format=".1f", layout=widgets.Layout(flex="1 1 300px", min_width="0"))
+                                             readout_format=".1f",
+                                             layout=widgets.Layout(flex="1 1 300px", min_width="0"))
         self.follow.observe(self._on_follow, "value")
         self.span.observe(self._on_span, "value")
         self.picture = Picture()
         self.cancels = CancelBar(cluster)
         self._pending_version = -1
         hider = widgets.HTML(self.picture.live_style(), layout=widgets.Layout(display="none"))
-        self.widget = widgets.VBox([self.status, self.summary, self.drawing, self.cancels.widget,
-                                    widgets.HBox([self.follow, self.span], layout=widgets.Layout(flex_flow="row wrap")), hider])
+        controls = widgets.HBox([self.follow, self.span], layout=widgets.Layout(flex_flow="row wrap"))
+        self.widget = widgets.VBox([self.status, self.summary, self.drawing, self.cancels.widget, controls, hider])
         self.widget.add_class("ipyworkers-dashboard")
         self._unsubscribe = cluster.events.subscribe(self._on_event)
         self._render()

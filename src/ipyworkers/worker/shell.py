@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+from types import CodeType, TracebackType
 from typing import Any
 
 
@@ -42,6 +44,12 @@ def make_shell(runner: Any, namespace: dict[str, Any], colors: str) -> Any:
         def _showtraceback(self, etype, evalue, stb):
             runner.note_error(etype, evalue, stb)
 
+        def showtraceback(self, exc_tuple=None, *args, **kwargs):
+            etype, evalue, tb = exc_tuple or sys.exc_info()
+            if etype is KeyboardInterrupt:
+                _drop_innermost(tb, runner.on_sigint.__code__)
+            return super().showtraceback((etype, evalue, tb), *args, **kwargs)
+
         def enable_gui(self, gui=None):
             pass
 
@@ -56,3 +64,13 @@ def make_shell(runner: Any, namespace: dict[str, Any], colors: str) -> Any:
     config = Config()
     config.HistoryManager.enabled = False
     return WorkerShell.instance(config=config, user_ns=namespace, colors=colors)
+
+
+def _drop_innermost(tb: TracebackType | None, code: CodeType) -> None:
+    """An interrupt is raised in the runner's signal handler: the user's traceback ends
+    in the user's code, not in that frame."""
+    while tb is not None and tb.tb_next is not None:
+        if tb.tb_next.tb_next is None and tb.tb_next.tb_frame.f_code is code:
+            tb.tb_next = None
+            return
+        tb = tb.tb_next
