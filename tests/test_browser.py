@@ -257,6 +257,28 @@ def test_cancel_buttons_in_the_dashboard(frontend, open_notebook):
         assert "never printed" not in queued_output.inner_text()
 
 
+def test_a_two_minute_old_session_shows_its_latest_run_readably(frontend, open_notebook):
+    """Work two minutes back (its recorded times shifted, not waited for) does not shrink
+    the latest run: the timeline shows that run, its 1 s task across most of the plot."""
+    from test_dashboard import BACKDATE_EARLIER_WORK
+
+    page = open_notebook("session.ipynb", ["%load_ext ipyworkers\n%workers start 2", "%%worker 1 --block\nx = 1",
+                                           BACKDATE_EARLIER_WORK.format(seconds=120),
+                                           "%%worker 2\nimport time\ntime.sleep(1)\nprint('latest', 'done')"])
+    with _failure_shot(frontend, page, "session"):
+        _run_all(page)
+        _shown(page, "latest done").first.wait_for(timeout=60_000)
+        page.wait_for_function(f"document.querySelectorAll('.ipyworkers-dashboard {TIMELINE} rect.task.done').length"
+                               " >= 1", timeout=30_000)
+        page.wait_for_timeout(500)
+        _shot(frontend, page, "session")
+        widths = page.evaluate(f"""() => [...document.querySelectorAll(
+            '.ipyworkers-dashboard {TIMELINE} rect.task.done')]
+            .map(r => [Number(r.dataset.task), parseFloat(r.getAttribute('width'))])""")
+        latest = max(widths)
+        assert latest[1] >= 50, f"the latest 1 s task takes {latest[1]:.1f}% of the plot (bars: {widths})"
+
+
 NARROW = {"width": 560, "height": 900}
 
 
