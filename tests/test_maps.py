@@ -16,7 +16,7 @@ import time
 import pytest
 
 from ipyworkers import ClusterError, RemoteError, TaskCancelled
-from ipyworkers.kernel import batching, maps, sources
+from ipyworkers.kernel import batching, jobs, mapreduce, sources
 from ipyworkers.kernel import events as ev
 
 
@@ -133,7 +133,7 @@ def test_memory_in_flight_is_bounded_for_an_endless_input(cluster):
     seen = len(taken)
     time.sleep(0.3)
     assert len(taken) == seen
-    assert seen <= sources.INPUT_BUFFER + 2 * batching.MAX_CHUNK * maps.UNCONSUMED_PER_WORKER * 2 + 10
+    assert seen <= sources.INPUT_BUFFER + 2 * batching.MAX_CHUNK * jobs.UNCONSUMED_PER_WORKER * 2 + 10
     results.cancel()
 
 
@@ -168,7 +168,7 @@ def test_mapreduce_streams_and_folds(cluster):
 
 
 def test_mapreduce_folds_in_a_tree_on_the_workers(cluster, monkeypatch):
-    monkeypatch.setattr(maps, "TREE_FANIN", 1)
+    monkeypatch.setattr(mapreduce, "TREE_FANIN", 1)
     assert cluster.mapreduce(square, operator.add, range(500), chunksize=10, progress=False) == sum(
         v * v for v in range(500))
     labels = [e.data["label"] for e in cluster.events.events(ev.TASK_QUEUED)]
@@ -279,7 +279,7 @@ def test_a_restarted_worker_gets_the_function_again(cluster):
 @pytest.mark.parametrize("checkpoint", [3, 1000])
 def test_mapreduce_survives_a_dead_worker(cluster, monkeypatch, checkpoint):
     """What the dead worker had folded since its last checkpoint runs again elsewhere."""
-    monkeypatch.setattr(maps, "CHECKPOINT_BATCHES", checkpoint)
+    monkeypatch.setattr(mapreduce, "CHECKPOINT_BATCHES", checkpoint)
     killer = _kill_later(cluster, 2, 0.4)
     assert cluster.mapreduce(nap, operator.add, range(240), chunksize=2, progress=False) == sum(range(240))
     killer.join()
