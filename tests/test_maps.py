@@ -157,6 +157,35 @@ def test_progress_reports_the_total_when_known(cluster):
     assert unknown[0] == (0, None) and unknown[-1] == (40, 40)
 
 
+# -- batch sizes and batches in flight (pure) -----------------------------------------------------------------
+
+
+def _sizes(chunker: batching.Chunker, per_item: float) -> list[int]:
+    sizes, sent = [], 0
+    while sent < chunker.total:
+        size = min(chunker.next(sent), chunker.total - sent)
+        chunker.observe(size, size * per_item)
+        sizes.append(size)
+        sent += size
+    return sizes
+
+
+def test_batches_shrink_towards_the_end_but_not_below_the_tail_floor():
+    per_item = 0.0002
+    sizes = _sizes(batching.Chunker(None, 10_000, 2), per_item)
+    floor = int(batching.TAIL_SECONDS / per_item)
+    assert min(sizes[1:-1]) >= floor  # besides the first (a probe), only the last may hold less: what was left
+    assert len(sizes) < 60
+
+
+def test_a_fold_aims_at_longer_batches_than_a_map():
+    per_item = 0.0002
+    mapped = _sizes(batching.Chunker(None, 10_000, 2), per_item)
+    folded = _sizes(batching.Chunker(None, 10_000, 2, batching.FOLD_TARGET_SECONDS), per_item)
+    assert max(folded) * per_item >= 0.9 * batching.FOLD_TARGET_SECONDS
+    assert len(folded) < len(mapped)
+
+
 # -- mapreduce -----------------------------------------------------------------------------------------------
 
 
@@ -173,6 +202,28 @@ def test_mapreduce_folds_in_a_tree_on_the_workers(cluster, monkeypatch):
         v * v for v in range(500))
     labels = [e.data["label"] for e in cluster.events.events(ev.TASK_QUEUED)]
     assert "fold square" in labels
+
+
+def test_long_batches_keep_one_more_queued_so_a_worker_never_waits_a_round_trip(cluster):
+    cluster.map(square, range(4), chunksize=1, progress=False)  # each worker imports this module first
+    before = max(t.id for t in cluster.tasks())
+    assert cluster.starmap(nap, [(v, 0.15) for v in range(8)], chunksize=1, progress=False) == list(range(8))
+    batches = [t for t in cluster.tasks() if t.id > before]
+    for worker in (1, 2):
+        mine = sorted((t for t in batches if t.worker == worker), key=lambda t: t.started_at)
+        ahead = [b.submitted_at < a.finished_at for a, b in zip(mine[1:], mine[2:], strict=False)]
+        assert ahead and all(ahead), "once the first came back, the next was there before the last ended"
+
+
+def test_mapreduce_asks_for_each_partial_result_behind_the_last_batch(cluster):
+    assert cluster.mapreduce(nap, operator.add, range(40), chunksize=5, progress=False) == sum(range(40))
+    tasks = sorted(cluster.tasks(), key=lambda t: t.id)
+    for worker in (1, 2):
+        mine = [t for t in tasks if t.worker == worker]
+        collect = next(t for t in mine if t.label == "collect nap")
+        last_batch = max((t for t in mine if t.label.startswith("mapreduce nap")), key=lambda t: t.id)
+        assert collect.submitted_at < last_batch.finished_at  # no round trip of its own at the end
+    assert len([t for t in tasks if t.label == "collect nap"]) == 2
 
 
 # -- the streaming processor --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -26,14 +27,19 @@ from typing import Any
 
 from ..errors import ClusterError, RemoteError, SerializationError, TaskFailed
 from ..serialize import dumps_value
-from .batching import Chunker, Progress
+from .batching import TARGET_SECONDS, Chunker, Progress
 from .calls import NONE, QuietSink, check_callable, name_of, ship
 from .scheduler import Submission
 from .sources import make_source
 from .tasks import Task
 
 PER_WORKER = 3
-LONG_BATCH_SECONDS = 0.1
+QUEUED_SECONDS = 0.005
+"""Behind the batch a worker runs, this much work waits there (at least one batch, at
+most ``PER_WORKER`` in all): enough to cover the round trip of the batch that ends, so
+the worker never waits for the next; no more, since at the end of the input what is
+queued on one worker is what the others wait for."""
+LONG_BATCH_SECONDS = 0.5
 """Batches this long (and the first ones, before any has come back) go out one at a time
 per worker, as a worker finishes one: a round trip is little beside them, and a worker
 slowed down by something else holds no queue the others could have taken."""
@@ -73,6 +79,7 @@ class Job:
     kind = "map"
     wants_results = True
     """Whether a batch's results come back to the kernel (not so when folded there)."""
+    target_seconds = TARGET_SECONDS
 
     def __init__(self, cluster, fn: Callable, source: Any, star: int, *, on: Sequence[int] | None,
                  chunksize: int | None, progress: Any, ordered: bool = True, collector: Callable | None = None,
@@ -90,7 +97,7 @@ class Job:
         self.ordered = ordered
         self.collector = collector
         self.total = source.total
-        self.chunker = Chunker(chunksize, self.total, len(self.workers))
+        self.chunker = Chunker(chunksize, self.total, len(self.workers), self.target_seconds)
         self.sink = QuietSink(cluster._default_sink())
         self.cond = threading.Condition(threading.RLock())
         self.inflight: dict[int, Batch] = {}
@@ -138,6 +145,9 @@ class Job:
         """(lock held) ``batch``'s worker died: other batches to run again besides it."""
         return []
 
+    def _input_ended(self) -> None:
+        """Every batch of the input has been sent (the feeder thread; no lock held)."""
+
     # -- the feeder thread --------------------------------------------------------------------
 
     def _feed(self) -> None:
@@ -155,6 +165,8 @@ class Job:
                 self.input_done = True
                 self._check_done()
                 self.cond.notify_all()
+            if not self.stopped:
+                self._input_ended()
             if self.error is None:
                 self.progress.update(self.items_done, self.items_sent, force=self.done.is_set())
 
@@ -175,12 +187,18 @@ class Job:
 
     def _pick(self, limit: bool) -> int | None:
         progress = self.cluster._scheduler.progress
-        per_item, last = self.chunker.per_item, self.chunker.last
-        room = 1 if per_item is None or per_item * last >= LONG_BATCH_SECONDS else PER_WORKER
+        room = self._room()
         candidates = [w for w in self._alive() if not limit or self.load.get(w, 0) < room]
         if not candidates:
             return None
         return min(candidates, key=lambda w: (self.load.get(w, 0), getattr(progress.get(w), "open", 0), w))
+
+    def _room(self) -> int:
+        """Batches in flight allowed on one worker."""
+        seconds = self.chunker.seconds()
+        if seconds is None or seconds >= LONG_BATCH_SECONDS:
+            return 1
+        return min(PER_WORKER, 1 + math.ceil(QUEUED_SECONDS / max(seconds, 1e-9)))
 
     def _wait_capacity(self) -> bool:
         with self.cond:

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import ClusterError, TaskFailed
 from ..protocol import NOTHING
 from ..serialize import dumps_value
+from .batching import FOLD_TARGET_SECONDS
 from .calls import NONE, check_callable, ship
 from .jobs import Batch, Job, start_job
 from .scheduler import Submission
@@ -36,6 +37,7 @@ class ReduceJob(Job):
 
     kind = "mapreduce"
     wants_results = False
+    target_seconds = FOLD_TARGET_SECONDS
 
     def __init__(self, cluster, fn: Callable, source: Any, star: int, *, reducer: Callable, **options: Any):
         super().__init__(cluster, fn, source, star, **options)
@@ -46,6 +48,11 @@ class ReduceJob(Job):
         """What the kernel has folded of the workers' checkpointed partial results."""
         self.kept: dict[int, list[Batch]] = {}
         """Per worker, the batches folded (or to be folded) there since its last checkpoint."""
+        self.placed: dict[int, int] = {}
+        """Per worker, how many batches have been sent there."""
+        self.early: dict[int, tuple[int, Task]] = {}
+        """Per worker, the collect sent as soon as the input ended (queued behind its last
+        batch, so its result comes back with no round trip of its own), and ``placed`` then."""
 
     def _call(self, batch: Batch, first: bool) -> tuple[dict[str, Any], dict[str, list]]:
         call, payload = super()._call(batch, first)
@@ -56,6 +63,7 @@ class ReduceJob(Job):
 
     def _placed(self, batch: Batch) -> None:
         self.kept.setdefault(batch.worker, []).append(batch)
+        self.placed[batch.worker] = self.placed.get(batch.worker, 0) + 1
 
     def _ended(self, batch: Batch) -> Callable[[], None] | None:
         if len(self.kept.get(batch.worker, ())) < CHECKPOINT_BATCHES:
@@ -66,6 +74,19 @@ class ReduceJob(Job):
     def _lost(self, batch: Batch) -> list[Batch]:
         """What the dead worker had folded since its last checkpoint is gone with it."""
         return [b for b in self.kept.pop(batch.worker, ()) if b.index not in self.inflight]
+
+    def _input_ended(self) -> None:
+        """Ask each worker for its partial result now, behind its batches (not with many
+        workers: those fold in a tree at the end)."""
+        if len(self.workers) > TREE_FANIN:
+            return
+        with self.cond:
+            placed = dict(self.placed)
+        for worker in sorted(placed):
+            try:
+                self.early[worker] = (placed[worker], self._collect(worker))
+            except ClusterError:  # the worker died just now: its batches run again elsewhere
+                pass
 
     # -- checkpoints ------------------------------------------------------------------------------------
 
@@ -131,11 +152,15 @@ class ReduceJob(Job):
     def gather_partials(self) -> list:
         """Each worker's partial result; with many workers, they first fold in pairs on the
         workers. After a failure the accumulators are still taken (and dropped), so none stays."""
+        self._thread.join()  # it may still be sending the early collects
         alive = set(self.cluster.worker_ids)
         holders = sorted(w for w in self.used if w in alive)
         while self.error is None and len(holders) > TREE_FANIN:
             holders = self._fold_pairs(holders)
-        tasks = TaskGroup(self._collect(w) for w in holders)
+        early = TaskGroup(task for w, (_, task) in sorted(self.early.items()) if w in holders)
+        self.cluster._wait_interruptibly(early)
+        again = [w for w in holders if w not in self.early or self.early[w][0] != self.placed.get(w, 0)]
+        tasks = TaskGroup([*early, *(self._collect(w) for w in again)])
         self.cluster._wait_interruptibly(tasks)
         if self.error is not None:
             return []
