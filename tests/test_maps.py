@@ -204,15 +204,16 @@ def test_mapreduce_folds_in_a_tree_on_the_workers(cluster, monkeypatch):
     assert "fold square" in labels
 
 
-def test_long_batches_keep_one_more_queued_so_a_worker_never_waits_a_round_trip(cluster):
+def test_one_batch_waits_behind_the_running_one_so_the_end_is_even(cluster):
+    """Enough to cover a round trip; more would be work the other workers wait for at the end."""
     cluster.map(square, range(4), chunksize=1, progress=False)  # each worker imports this module first
     before = max(t.id for t in cluster.tasks())
-    assert cluster.starmap(nap, [(v, 0.15) for v in range(8)], chunksize=1, progress=False) == list(range(8))
+    assert cluster.starmap(nap, [(v, 0.03) for v in range(16)], chunksize=1, progress=False) == list(range(16))
     batches = [t for t in cluster.tasks() if t.id > before]
     for worker in (1, 2):
-        mine = sorted((t for t in batches if t.worker == worker), key=lambda t: t.started_at)
-        ahead = [b.submitted_at < a.finished_at for a, b in zip(mine[1:], mine[2:], strict=False)]
-        assert ahead and all(ahead), "once the first came back, the next was there before the last ended"
+        mine = [t for t in batches if t.worker == worker]
+        in_flight = [sum(t.submitted_at <= b.submitted_at < t.finished_at for t in mine) for b in mine]
+        assert max(in_flight) == 2
 
 
 def test_mapreduce_asks_for_each_partial_result_behind_the_last_batch(cluster):

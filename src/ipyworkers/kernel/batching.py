@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 TARGET_SECONDS = 0.05
-FOLD_TARGET_SECONDS = 0.1
+FOLD_TARGET_SECONDS = 0.08
 """A batch folded on its worker sends nothing back but its end, so it may be longer: each
 batch costs its worker a report, and the kernel's handling of that report often runs
-on the worker's core (the wake-up of a reader moves it there), ~0.1-0.3 ms a batch."""
+on the worker's core (the wake-up of a reader moves it there), ~0.1-0.3 ms a batch.
+Less than ``jobs.LONG_BATCH_SECONDS``, so the next batch waits queued behind it."""
 TAIL_SECONDS = 0.005
 """Towards the end of a known input, batches shrink so the workers finish together,
 but not below this much work: a shorter batch costs more than it evens out."""

@@ -39,7 +39,7 @@ QUEUED_SECONDS = 0.005
 most ``PER_WORKER`` in all): enough to cover the round trip of the batch that ends, so
 the worker never waits for the next; no more, since at the end of the input what is
 queued on one worker is what the others wait for."""
-LONG_BATCH_SECONDS = 0.5
+LONG_BATCH_SECONDS = 0.1
 """Batches this long (and the first ones, before any has come back) go out one at a time
 per worker, as a worker finishes one: a round trip is little beside them, and a worker
 slowed down by something else holds no queue the others could have taken."""
