@@ -1,4 +1,13 @@
-"""How many items a batch carries, and the progress a map shows."""
+"""How many items a batch carries, and the progress a map shows.
+
+Batch size: ``chunksize`` if given. Otherwise batches start at one item and double
+until one comes back; then each aims at ``TARGET_SECONDS`` of worker time (a fold's at
+``FOLD_TARGET_SECONDS``), never more than ``MAX_CHUNK`` items nor, when ``len()`` is
+known, more than ``multiprocessing.Pool``'s chunk (a quarter of an even share), and
+they shrink towards the end of a known input so the workers finish together, down to
+``TAIL_SECONDS`` of work. A partial batch waits at most ``sources.LINGER_SECONDS`` for
+more input.
+"""
 
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 Its feeder thread takes items from the input only as it goes (a sized input is sliced,
 any other iterable is read by a thread of its own into a small buffer; ``sources.py``),
-cuts them into batches (``batching.py``) and keeps at most ``PER_WORKER`` batches in
-flight on each worker (one, before any has come back and when they are long), and at
-most ``UNCONSUMED_PER_WORKER`` per worker whose results the caller has not taken yet:
+cuts them into batches (``batching.py``) and keeps a few in flight on each worker: the
+one it runs and, queued behind, ``QUEUED_SECONDS`` of work (at most ``PER_WORKER`` in
+all; none queued before any has come back and when they are long); and at most
+``UNCONSUMED_PER_WORKER`` per worker whose results the caller has not taken yet:
 memory stays bounded however long the input. A batch is one task (one bar on the
 timeline) and one round trip; its results come back as one list.
 
