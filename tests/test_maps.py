@@ -16,7 +16,7 @@ import time
 import pytest
 
 from ipyworkers import ClusterError, RemoteError, TaskCancelled
-from ipyworkers.kernel import batching, maps, sources
+from ipyworkers.kernel import batching, jobs, mapreduce, sources
 from ipyworkers.kernel import events as ev
 
 
@@ -133,7 +133,7 @@ def test_memory_in_flight_is_bounded_for_an_endless_input(cluster):
     seen = len(taken)
     time.sleep(0.3)
     assert len(taken) == seen
-    assert seen <= sources.INPUT_BUFFER + 2 * batching.MAX_CHUNK * maps.UNCONSUMED_PER_WORKER * 2 + 10
+    assert seen <= sources.INPUT_BUFFER + 2 * batching.MAX_CHUNK * jobs.UNCONSUMED_PER_WORKER * 2 + 10
     results.cancel()
 
 
@@ -157,6 +157,35 @@ def test_progress_reports_the_total_when_known(cluster):
     assert unknown[0] == (0, None) and unknown[-1] == (40, 40)
 
 
+# -- batch sizes and batches in flight (pure) -----------------------------------------------------------------
+
+
+def _sizes(chunker: batching.Chunker, per_item: float) -> list[int]:
+    sizes, sent = [], 0
+    while sent < chunker.total:
+        size = min(chunker.next(sent), chunker.total - sent)
+        chunker.observe(size, size * per_item)
+        sizes.append(size)
+        sent += size
+    return sizes
+
+
+def test_batches_shrink_towards_the_end_but_not_below_the_tail_floor():
+    per_item = 0.0002
+    sizes = _sizes(batching.Chunker(None, 10_000, 2), per_item)
+    floor = int(batching.TAIL_SECONDS / per_item)
+    assert min(sizes[1:-1]) >= floor  # besides the first (a probe), only the last may hold less: what was left
+    assert len(sizes) < 60
+
+
+def test_a_fold_aims_at_longer_batches_than_a_map():
+    per_item = 0.0002
+    mapped = _sizes(batching.Chunker(None, 10_000, 2), per_item)
+    folded = _sizes(batching.Chunker(None, 10_000, 2, batching.FOLD_TARGET_SECONDS), per_item)
+    assert max(folded) * per_item >= 0.9 * batching.FOLD_TARGET_SECONDS
+    assert len(folded) < len(mapped)
+
+
 # -- mapreduce -----------------------------------------------------------------------------------------------
 
 
@@ -168,11 +197,34 @@ def test_mapreduce_streams_and_folds(cluster):
 
 
 def test_mapreduce_folds_in_a_tree_on_the_workers(cluster, monkeypatch):
-    monkeypatch.setattr(maps, "TREE_FANIN", 1)
+    monkeypatch.setattr(mapreduce, "TREE_FANIN", 1)
     assert cluster.mapreduce(square, operator.add, range(500), chunksize=10, progress=False) == sum(
         v * v for v in range(500))
     labels = [e.data["label"] for e in cluster.events.events(ev.TASK_QUEUED)]
     assert "fold square" in labels
+
+
+def test_one_batch_waits_behind_the_running_one_so_the_end_is_even(cluster):
+    """Enough to cover a round trip; more would be work the other workers wait for at the end."""
+    cluster.map(square, range(4), chunksize=1, progress=False)  # each worker imports this module first
+    before = max(t.id for t in cluster.tasks())
+    assert cluster.starmap(nap, [(v, 0.03) for v in range(16)], chunksize=1, progress=False) == list(range(16))
+    batches = [t for t in cluster.tasks() if t.id > before]
+    for worker in (1, 2):
+        mine = [t for t in batches if t.worker == worker]
+        in_flight = [sum(t.submitted_at <= b.submitted_at < t.finished_at for t in mine) for b in mine]
+        assert max(in_flight) == 2
+
+
+def test_mapreduce_asks_for_each_partial_result_behind_the_last_batch(cluster):
+    assert cluster.mapreduce(nap, operator.add, range(40), chunksize=5, progress=False) == sum(range(40))
+    tasks = sorted(cluster.tasks(), key=lambda t: t.id)
+    for worker in (1, 2):
+        mine = [t for t in tasks if t.worker == worker]
+        collect = next(t for t in mine if t.label == "collect nap")
+        last_batch = max((t for t in mine if t.label.startswith("mapreduce nap")), key=lambda t: t.id)
+        assert collect.submitted_at < last_batch.finished_at  # no round trip of its own at the end
+    assert len([t for t in tasks if t.label == "collect nap"]) == 2
 
 
 # -- the streaming processor --------------------------------------------------------------------------------
@@ -279,7 +331,7 @@ def test_a_restarted_worker_gets_the_function_again(cluster):
 @pytest.mark.parametrize("checkpoint", [3, 1000])
 def test_mapreduce_survives_a_dead_worker(cluster, monkeypatch, checkpoint):
     """What the dead worker had folded since its last checkpoint runs again elsewhere."""
-    monkeypatch.setattr(maps, "CHECKPOINT_BATCHES", checkpoint)
+    monkeypatch.setattr(mapreduce, "CHECKPOINT_BATCHES", checkpoint)
     killer = _kill_later(cluster, 2, 0.4)
     assert cluster.mapreduce(nap, operator.add, range(240), chunksize=2, progress=False) == sum(range(240))
     killer.join()

@@ -26,7 +26,7 @@ Kernel process (per cluster)
   ipyworkers-callbacks runs ``Task.add_done_callback`` callbacks (and a map's results,
                        a processor's collector), outside every lock.
   ipyworkers-map-N     a map's feeder: cuts its input into batches and submits them,
-                       a few in flight per worker (``kernel/maps.py``).
+                       a few in flight per worker (``kernel/jobs.py``).
   ipyworkers-map-input-N  reads a map's input when it is a plain iterator, into a
                        bounded buffer.
   ipyworkers-monitor   polls worker processes for exits and sends heartbeats.

@@ -1,4 +1,13 @@
-"""How many items a batch carries, and the progress a map shows."""
+"""How many items a batch carries, and the progress a map shows.
+
+Batch size: ``chunksize`` if given. Otherwise batches start at one item and double
+until one comes back; then each aims at ``TARGET_SECONDS`` of worker time (a fold's at
+``FOLD_TARGET_SECONDS``), never more than ``MAX_CHUNK`` items nor, when ``len()`` is
+known, more than ``multiprocessing.Pool``'s chunk (a quarter of an even share), and
+they shrink towards the end of a known input so the workers finish together, down to
+``TAIL_SECONDS`` of work. A partial batch waits at most ``sources.LINGER_SECONDS`` for
+more input.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +19,27 @@ from collections.abc import Callable
 from typing import Any
 
 TARGET_SECONDS = 0.05
+FOLD_TARGET_SECONDS = 0.08
+"""A batch folded on its worker sends nothing back but its end, so it may be longer: each
+batch costs its worker a report, and the kernel's handling of that report often runs
+on the worker's core (the wake-up of a reader moves it there), ~0.1-0.3 ms a batch.
+Less than ``jobs.LONG_BATCH_SECONDS``, so the next batch waits queued behind it."""
+TAIL_SECONDS = 0.005
+"""Towards the end of a known input, batches shrink so the workers finish together,
+but not below this much work: a shorter batch costs more than it evens out."""
 MAX_CHUNK = 8192
 PROGRESS_SECONDS = 0.1
 
 
 class Chunker:
-    def __init__(self, fixed: int | None, total: int | None, workers: int):
+    """Sizes of a job's batches: doubling until one comes back, then ``target`` seconds of
+    work each, capped by Pool's chunk, shrinking towards the end of a known input."""
+
+    def __init__(self, fixed: int | None, total: int | None, workers: int, target: float = TARGET_SECONDS):
         self.fixed = fixed
         self.total = total
         self.workers = workers
+        self.target = target
         self.cap = MAX_CHUNK if total is None else max(1, min(MAX_CHUNK, math.ceil(total / (4 * workers))))
         self._probe = 1
         self.per_item: float | None = None
@@ -27,15 +48,21 @@ class Chunker:
     def next(self, sent: int) -> int:
         if self.fixed:
             return self.fixed
-        if self.per_item is None:
+        per_item = self.per_item
+        if per_item is None:
             size, self._probe = self._probe, min(self.cap, self._probe * 2)
         else:
-            size = int(TARGET_SECONDS / max(self.per_item, 1e-7))
+            size = int(self.target / max(per_item, 1e-7))
         size = max(1, min(size, self.cap))
         if self.total is not None:
-            size = min(size, max(1, math.ceil((self.total - sent) / (2 * self.workers))))
+            floor = 1 if per_item is None else int(TAIL_SECONDS / max(per_item, 1e-7))
+            size = min(size, max(1, floor, math.ceil((self.total - sent) / (2 * self.workers))))
         self.last = size
         return size
+
+    def seconds(self) -> float | None:
+        """How long the last batch should run, once known."""
+        return None if self.per_item is None else self.per_item * self.last
 
     def observe(self, count: int, seconds: float) -> None:
         per = max(seconds, 0.0) / max(count, 1)

@@ -5,7 +5,7 @@
             p.add_task(line)
     # here every task has run and the collector has seen every result
 
-Tasks go out in batches (see ``maps.py``); ``add_task`` waits only when many are
+Tasks go out in batches (a job: see ``jobs.py``); ``add_task`` waits only when many are
 buffered. The collector runs in the kernel on the cluster's callback thread, outside
 every lock, once per result, in the order results come back. Leaving the ``with`` waits
 for everything and raises the first error (a remote one with its traceback); once an
@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .maps import Job, check_callable, check_chunksize
+from .calls import check_callable
+from .jobs import Job, check_chunksize
 from .sources import QueueSource
 
 
