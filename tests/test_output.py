@@ -8,7 +8,7 @@ import random
 import threading
 
 from ipyworkers.kernel.sinks import LinePrefixer
-from ipyworkers.notebook import outputs
+from ipyworkers.notebook import outputs, whole_text
 from ipyworkers.notebook.blocked import QueueSink
 from ipyworkers.notebook.outputs import _carriage_returns, _Kept, _Prefixer, _Text
 from ipyworkers.worker.output import FLUSH_CHARS, RECORD_CHARS, TaskStream
@@ -100,7 +100,7 @@ def test_fast_prefixer_matches_the_line_prefixer_across_records():
 
 
 def test_the_whole_text_spills_to_a_file_past_the_memory_cap(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs, "KEEP_CHARS", 1000)
+    monkeypatch.setattr(whole_text, "KEEP_CHARS", 1000)
     kept = _Kept("cell3-worker1-stdout")
     pieces = [f"{i} é\n" * 50 for i in range(20)]
     for piece in pieces:

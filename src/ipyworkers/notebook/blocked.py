@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..kernel.sinks import Sink
-from .outputs import _Prefixer
+from .segments import Prefixer
 
 DRAIN_SECONDS = 0.1
 """How often a ``--block`` cell writes what arrived: one stream message per stream per drain."""
@@ -22,7 +22,7 @@ class QueueSink(Sink):
 
     def __init__(self) -> None:
         self.items: queue.SimpleQueue = queue.SimpleQueue()
-        self._prefixer: _Prefixer | None = None
+        self._prefixer: Prefixer | None = None
         self._drained = 0.0
 
     def stream(self, worker, name, text):
@@ -45,7 +45,7 @@ class QueueSink(Sink):
             return
         self._drained = now
         if prefix_lines and self._prefixer is None:
-            self._prefixer = _Prefixer()
+            self._prefixer = Prefixer()
         prefixer = self._prefixer if prefix_lines else None
         run_name, run = None, []
         while True:

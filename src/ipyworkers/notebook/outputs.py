@@ -16,7 +16,7 @@ from Python until the sink is dropped.
 
 Threads. The coordinator's reader threads call the sink; a call only appends to the
 model and marks the sink dirty, never touching iopub. One thread, ``ipyworkers-output``
-(``_Renderer``), has one job: publish the dirty sinks' outputs, at most every
+(``publishing.Renderer``), has one job: publish the dirty sinks' outputs, at most every
 ``RENDER_SECONDS``; it ends when nothing was dirty for ``IDLE_SECONDS`` and is started
 again by the next output. ``%wait`` also publishes the final state of the cells it waited
 for from the kernel's main thread (``CellOutput.sync``), so a headless run (nbclient)
@@ -29,14 +29,15 @@ Notebook 7 and VS Code put them in that cell. Updates go by display id, whatever
 runs now. A headless runner (nbclient) only takes messages of the cell it runs, so there
 a late output past the first one is lost, as background-thread output always is there;
 the first one (text, or a figure of a cell that printed nothing) is kept.
+
+Here: the sink (``CellOutput``) and the cells it keeps. Its parts: ``segments.py`` (the
+text tail and rich displays), ``whole_text.py`` (the whole text, memory then a file),
+``publishing.py`` (the messages, and the thread that sends them).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -45,22 +46,20 @@ from typing import Any
 
 from ..kernel.sinks import Sink
 from . import cellstate
+from .publishing import TICK_SECONDS, display_pub, publish, renderer
+from .segments import TAIL_CHARS as TAIL_CHARS  # the tests import it from here
+from .segments import Prefixer, RichDisplay, TextTail
+from .segments import Prefixer as _Prefixer  # noqa: F401  (the tests import it from here)
+from .segments import TextTail as _Text  # noqa: F401  (the tests import it from here)
+from .segments import carriage_returns as _carriage_returns  # noqa: F401  (the tests import it from here)
+from .whole_text import KEEP_CHARS as KEEP_CHARS  # the tests import it from here
+from .whole_text import KeptText, close_all
+from .whole_text import KeptText as _Kept  # noqa: F401  (the tests import it from here)
 
 log = logging.getLogger("ipyworkers.notebook")
 
-TAIL_LINES = 200
-TAIL_CHARS = 64 * 1024
-KEEP_CHARS = 32 * 1024 * 1024
-"""Characters of one worker's stdout (or stderr) kept in memory; the rest goes to a file."""
-RENDER_SECONDS = 0.15
-IDLE_SECONDS = 5.0
-TICK_SECONDS = 1.0
-"""How often a cell with work in flight republishes its state line (its running time)."""
-
-STDERR_STYLE = ("\x1b[31m", "\x1b[0m")
 BLANK = {"text/plain": ""}
 
-_uids = itertools.count(1)
 _cells: weakref.WeakValueDictionary[int, CellOutput] = weakref.WeakValueDictionary()
 _displays: weakref.WeakValueDictionary[str, CellOutput] = weakref.WeakValueDictionary()
 """Which cell shows a worker's display id, so ``handle.update(...)`` in a later cell
@@ -85,218 +84,6 @@ def running_cell_number(shell: Any) -> int | None:
     return getattr(result, "execution_count", None)
 
 
-# -- the whole text -----------------------------------------------------------------------------
-
-
-class _Kept:
-    """The whole text of one worker's stream: in memory, then in a file."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.chunks: list[str] = []
-        self.chars = 0
-        self.file: Any = None
-        self.path: str | None = None
-
-    def add(self, text: str, spill_dir: str | None) -> None:
-        self.chars += len(text)
-        if self.file is None and self.chars <= KEEP_CHARS:
-            self.chunks.append(text)
-            return
-        if self.file is None:
-            fd, self.path = tempfile.mkstemp(prefix=f"output-{self.name}-", suffix=".txt",
-                                             dir=spill_dir if spill_dir and os.path.isdir(spill_dir) else None)
-            self.file = os.fdopen(fd, "w+b")
-            self.chunks.append(text)
-            text, self.chunks = "".join(self.chunks), []
-        self.file.write(text.encode("utf-8", "surrogatepass"))
-
-    def snapshot(self) -> Any:
-        """Under the sink's lock: what ``read`` needs, without reading a file yet."""
-        if self.file is None:
-            return list(self.chunks)
-        self.file.flush()
-        return self.file.fileno(), self.file.tell()
-
-    @staticmethod
-    def read(snapshot: Any) -> str:
-        """Outside the lock: the text, read back from the file if it went there."""
-        if isinstance(snapshot, list):
-            return "".join(snapshot)
-        fd, size = snapshot
-        return os.pread(fd, size, 0).decode("utf-8", "surrogatepass")
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-
-
-def _close_all(kept: dict) -> None:
-    for item in list(kept.values()):
-        item.close()
-
-
-# -- what a cell shows --------------------------------------------------------------------------
-
-
-class _Text:
-    """A text output: the tail of what was printed since the previous rich display,
-    then errors and notes, which are never cut."""
-
-    def __init__(self) -> None:
-        self.uid = next(_uids)
-        self.version = 0
-        self.pieces: list[list[str]] = []
-        self.chars = 0
-        self.dropped_lines = 0
-        self.dropped_chars = 0
-        self.trailer: list[tuple[str, str]] = []
-
-    def add(self, style: str, text: str) -> None:
-        if self.pieces and self.pieces[-1][0] == style:
-            self.pieces[-1][1] += text
-        else:
-            self.pieces.append([style, text])
-        self.chars += len(text)
-        self.version += 1
-        self._trim()
-
-    def _trim(self) -> None:
-        """Keep the last ``TAIL_LINES`` lines (and a partial one), at most ``TAIL_CHARS``."""
-        budget, lines = TAIL_CHARS, 0
-        for index in range(len(self.pieces) - 1, -1, -1):
-            text = self.pieces[index][1]
-            start = max(0, len(text) - budget)
-            cut, pos = None, len(text)
-            while True:
-                pos = text.rfind("\n", start, pos)
-                if pos < 0:
-                    break
-                lines += 1
-                if lines > TAIL_LINES:
-                    cut = pos + 1
-                    break
-            if cut is None and start > 0:
-                cut = start
-            if cut is not None:
-                self._drop(index, cut)
-                return
-            budget -= len(text)
-
-    def _drop(self, index: int, cut: int) -> None:
-        for _, text in self.pieces[:index]:
-            self.dropped_lines += text.count("\n")
-            self.dropped_chars += len(text)
-            self.chars -= len(text)
-        piece = self.pieces[index]
-        self.dropped_lines += piece[1].count("\n", 0, cut)
-        self.dropped_chars += cut
-        self.chars -= cut
-        piece[1] = piece[1][cut:]
-        del self.pieces[:index]
-
-    def end_with(self, style: str, text: str) -> None:
-        self.trailer.append((style, text))
-        self.version += 1
-
-    def bundle(self, where: str) -> tuple[dict, dict]:
-        parts = []
-        if self.dropped_chars:
-            what = (f"{self.dropped_lines:,} lines" if self.dropped_lines
-                    else f"{self.dropped_chars:,} characters")
-            parts.append(f"… {what} not shown; all of it: {where}\n")
-        parts.extend(_styled(style, text) for style, text in self.pieces)
-        if self.trailer and self.pieces and not self.pieces[-1][1].endswith("\n"):
-            parts.append("\n")
-        parts.extend(_styled(style, text.rstrip("\n") + "\n") for style, text in self.trailer)
-        return {"text/plain": _carriage_returns("".join(parts))}, {}
-
-
-class _Rich:
-    """A rich display (a figure, HTML, a value): an output of its own."""
-
-    def __init__(self, data: dict, metadata: dict, display_id: str | None):
-        self.uid = next(_uids)
-        self.version = 0
-        self.data = data
-        self.metadata = metadata
-        self.display_id = display_id
-
-    def replace(self, data: dict, metadata: dict) -> None:
-        self.data, self.metadata = data, metadata
-        self.version += 1
-
-    def bundle(self, where: str) -> tuple[dict, dict]:
-        return self.data, self.metadata
-
-
-def _styled(style: str, text: str) -> str:
-    if style == "stdout" or not text:
-        return text
-    if style == "error":
-        return text
-    return STDERR_STYLE[0] + text + STDERR_STYLE[1]
-
-
-def _carriage_returns(text: str) -> str:
-    """What a terminal shows for lines rewritten with ``\\r`` (progress bars)."""
-    if "\r" not in text:
-        return text
-    lines = text.split("\n")
-    for i, line in enumerate(lines):
-        if "\r" in line:
-            line = line.rstrip("\r")
-            lines[i] = line[line.rfind("\r") + 1:]
-    return "\n".join(lines)
-
-
-class _Prefixer:
-    """``[worker N] `` at the start of each line, across records; one ``str.replace`` a record."""
-
-    def __init__(self) -> None:
-        self._at_start: dict[tuple[int, str], bool] = {}
-
-    def __call__(self, worker: int, name: str, text: str) -> str:
-        if not text:
-            return text
-        prefix = f"[worker {worker}] "
-        out = text.replace("\n", "\n" + prefix)
-        if text.endswith("\n"):
-            out = out[:-len(prefix)]
-        if self._at_start.get((worker, name), True):
-            out = prefix + out
-        self._at_start[(worker, name)] = text.endswith("\n")
-        return out
-
-
-# -- publishing ---------------------------------------------------------------------------------
-
-
-def _display_pub() -> Any:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    return InteractiveShell.instance().display_pub
-
-
-def _publish(data: dict, metadata: dict, display_id: str, update: bool, parent: dict | None = None) -> None:
-    """One ``display_data`` (or ``update_display_data``) message; with ``parent``, sent as
-    part of that request (so a finished cell gets a new output), from any thread."""
-    from IPython.display import publish_display_data
-
-    pub = _display_pub()
-    token = None
-    if parent and hasattr(pub, "set_thread_parent"):
-        token = pub.set_thread_parent(parent)
-    try:
-        publish_display_data(data, metadata, transient={"display_id": display_id}, update=update)
-    finally:
-        if token is not None:
-            pub.reset_thread_parent(token)
-
 
 class CellOutput(Sink):
     """The outputs of one non-blocking cell, as display outputs updated in place.
@@ -311,19 +98,19 @@ class CellOutput(Sink):
                  show_state: bool = False):
         self.cell = cell
         self._spill_dir = None if spill_dir is None else str(spill_dir)
-        self._prefix = _Prefixer() if prefix_lines else None
+        self._prefix = Prefixer() if prefix_lines else None
         self._lock = threading.Lock()
         """Guards the model; the reader threads take it to append, the renderer to read."""
         self._render_lock = threading.Lock()
         """Held while publishing, so two threads never publish this cell's states out of order."""
-        self._segments: list[_Text | _Rich] = []
-        self._kept: dict[tuple[int, str], _Kept] = {}
+        self._segments: list[TextTail | RichDisplay] = []
+        self._kept: dict[tuple[int, str], KeptText] = {}
         self._clear_pending = False
         self._dirty = False
         self._slots: list[str] = []
         self._shown: list[tuple[int, int] | None] = []
-        self._finalizer = weakref.finalize(self, _close_all, self._kept)
-        self._parent = dict(getattr(_display_pub(), "parent_header", None) or {})
+        self._finalizer = weakref.finalize(self, close_all, self._kept)
+        self._parent = dict(getattr(display_pub(), "parent_header", None) or {})
         if cell is not None:
             _cells[cell] = self
         self._tasks: list = []
@@ -331,10 +118,10 @@ class CellOutput(Sink):
         self._state_slot = f"ipyworkers-state-{uuid.uuid4().hex}" if show_state else None
         self._state_shown: tuple[Any, str, float] | None = None
         if self._state_slot is not None:
-            _publish(*cellstate.bundle([("queued", "submitted")]), self._state_slot, update=False)
+            publish(*cellstate.bundle([("queued", "submitted")]), self._state_slot, update=False)
         self._slots.append(f"ipyworkers-{uuid.uuid4().hex}")
         self._shown.append(None)
-        _publish(BLANK, {}, self._slots[0], update=False)
+        publish(BLANK, {}, self._slots[0], update=False)
 
     # -- the state line ------------------------------------------------------------------------
 
@@ -346,15 +133,15 @@ class CellOutput(Sink):
             wake = self._mark_locked()
         for task in tasks:
             task.add_done_callback(self._task_ended)
-        _renderer.watch(self)
+        renderer.watch(self)
         if wake:
-            _renderer.wake(self)
+            renderer.wake(self)
 
     def _task_ended(self, task: Any) -> None:
         with self._lock:
             wake = self._mark_locked()
         if wake:
-            _renderer.wake(self)
+            renderer.wake(self)
 
     def settled(self) -> bool:
         """Have the watched tasks all ended (so the state line stops ticking)?"""
@@ -387,14 +174,14 @@ class CellOutput(Sink):
         with self._lock:
             kept = self._kept.get((worker, name))
             if kept is None:
-                kept = self._kept[(worker, name)] = _Kept(f"cell{self.cell}-worker{worker}-{name}")
+                kept = self._kept[(worker, name)] = KeptText(f"cell{self.cell}-worker{worker}-{name}")
             kept.add(text, self._spill_dir)
             if self._prefix is not None:
                 text = self._prefix(worker, name, text)
             self._open_text_locked().add(name, text)
             wake = self._mark_locked()
         if wake:
-            _renderer.wake(self)
+            renderer.wake(self)
 
     def display(self, worker, data, metadata, transient, update):
         display_id = (transient or {}).get("display_id")
@@ -408,22 +195,22 @@ class CellOutput(Sink):
             return
         with self._lock:
             self._clear_if_pending_locked()
-            self._segments.append(_Rich(data, metadata or {}, display_id))
+            self._segments.append(RichDisplay(data, metadata or {}, display_id))
             wake = self._mark_locked()
         if display_id is not None:
             with _registry:
                 _displays[display_id] = self
         if wake:
-            _renderer.wake(self)
+            renderer.wake(self)
 
     def _update_display(self, display_id: str, data: dict, metadata: dict) -> None:
         with self._lock:
             for segment in self._segments:
-                if isinstance(segment, _Rich) and segment.display_id == display_id:
+                if isinstance(segment, RichDisplay) and segment.display_id == display_id:
                     segment.replace(data, metadata)
             wake = self._mark_locked()
         if wake:
-            _renderer.wake(self)
+            renderer.wake(self)
 
     def clear(self, worker, wait):
         with self._lock:
@@ -433,7 +220,7 @@ class CellOutput(Sink):
             self._segments = []
             wake = self._mark_locked()
         if wake:
-            _renderer.wake(self)
+            renderer.wake(self)
 
     def error(self, worker, ename, evalue, traceback):
         body = "\n".join(traceback) if traceback else f"{ename}: {evalue}"
@@ -447,14 +234,14 @@ class CellOutput(Sink):
             self._open_text_locked().end_with(style, text)
             wake = self._mark_locked()
         if wake:
-            _renderer.wake(self)
+            renderer.wake(self)
 
-    def _open_text_locked(self) -> _Text:
+    def _open_text_locked(self) -> TextTail:
         self._clear_if_pending_locked()
         last = self._segments[-1] if self._segments else None
-        if isinstance(last, _Text) and not last.trailer:
+        if isinstance(last, TextTail) and not last.trailer:
             return last
-        text = _Text()
+        text = TextTail()
         self._segments.append(text)
         return text
 
@@ -475,7 +262,7 @@ class CellOutput(Sink):
         with self._lock:
             keys = sorted(k for k in self._kept if k[1] == name and worker in (None, k[0]))
             snapshots = [self._kept[k].snapshot() for k in keys]
-        return "".join(_Kept.read(snap) for snap in snapshots)
+        return "".join(KeptText.read(snap) for snap in snapshots)
 
     def kept_text(self, worker: int, name: str) -> str:
         """For ``Task.stdout``/``Task.stderr``."""
@@ -503,7 +290,7 @@ class CellOutput(Sink):
         with self._render_lock:
             state = self._state_plan()
             if state is not None:
-                _publish(*state, self._state_slot, update=True)
+                publish(*state, self._state_slot, update=True)
             with self._lock:
                 self._dirty = False
                 where = self._where()
@@ -520,72 +307,12 @@ class CellOutput(Sink):
                         self._shown[index] = None
             for index, data, metadata in plan:
                 if index < len(self._slots):
-                    _publish(data, metadata, self._slots[index], update=True)
+                    publish(data, metadata, self._slots[index], update=True)
                 else:
                     self._slots.append(f"ipyworkers-{uuid.uuid4().hex}")
-                    _publish(data, metadata, self._slots[index], update=False, parent=self._parent)
+                    publish(data, metadata, self._slots[index], update=False, parent=self._parent)
 
     def _set_shown(self, index: int, state: tuple[int, int]) -> None:
         while len(self._shown) <= index:
             self._shown.append(None)
         self._shown[index] = state
-
-
-class _Renderer:
-    """The ``ipyworkers-output`` thread: publishes dirty cell outputs, at most every
-    ``RENDER_SECONDS``. Started by the first output; ends after ``IDLE_SECONDS`` of quiet."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dirty: dict[int, CellOutput] = {}
-        self._live: dict[int, CellOutput] = {}
-        """Cells whose tasks have not all ended: their state lines tick every ``TICK_SECONDS``."""
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wake(self, sink: CellOutput) -> None:
-        with self._lock:
-            self._dirty[id(sink)] = sink
-            self._start_locked()
-        self._wake.set()
-
-    def watch(self, sink: CellOutput) -> None:
-        with self._lock:
-            self._live[id(sink)] = sink
-            self._start_locked()
-
-    def _start_locked(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="ipyworkers-output", daemon=True)
-            self._thread.start()
-
-    def _loop(self) -> None:
-        last = 0.0
-        while True:
-            with self._lock:
-                live = bool(self._live)
-            woke = self._wake.wait(TICK_SECONDS if live else IDLE_SECONDS)
-            if not woke and not live:
-                with self._lock:
-                    if not self._dirty and not self._live:
-                        self._thread = None
-                        return
-                continue
-            if woke:
-                time.sleep(max(0.0, last + RENDER_SECONDS - time.monotonic()))
-            self._wake.clear()
-            with self._lock:
-                sinks = {**self._live, **self._dirty}
-                self._dirty = {}
-                for key in [k for k, s in self._live.items() if s.settled()]:
-                    del self._live[key]
-            sinks = list(sinks.values())
-            last = time.monotonic()
-            for sink in sinks:
-                try:
-                    sink.render()
-                except Exception:
-                    log.exception("publishing a cell's output failed")
-
-
-_renderer = _Renderer()

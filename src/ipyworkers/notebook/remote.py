@@ -13,7 +13,7 @@ interface), ``--advertise HOST[:PORT]`` (the address workers connect to) and ``-
 PATH`` (the interpreter on the workers' hosts). Anything
 after ``--`` goes to ``srun``/``sbatch``, ``mpiexec`` or ``ssh``.
 
-Kept apart from ``magics.py``: it only builds launchers from words and parses ids.
+Kept apart from the magic (``workers_magic.py``): it only builds launchers from words and parses ids.
 """
 
 from __future__ import annotations
