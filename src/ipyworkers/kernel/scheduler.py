@@ -431,11 +431,13 @@ class Scheduler:
             rows = {}
             for wid, prog in self.progress.items():
                 task = self.tasks.get(prog.current) if prog.current else None
+                if task is None and prog.open:
+                    task = self._oldest_dispatched(wid)  # a short task does not say it started
                 rows[wid] = {
                     "task": None if task is None else f"#{task.id} {task.label}",
-                    "task_id": prog.current,
+                    "task_id": None if task is None else task.id,
                     "waiting": list(prog.waiting),
-                    "queued": max(0, prog.open - (1 if prog.current else 0)),
+                    "queued": max(0, prog.open - (1 if task is not None else 0)),
                     "names": self.flow.names_held_by(wid),
                 }
             return rows
