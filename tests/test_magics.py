@@ -253,9 +253,14 @@ def test_interrupt_reports_that_nothing_was_busy(nb):
     assert nb.execute("%workers interrupt").stdout == "no worker was busy\n"
 
 
-def test_a_worker_that_ignores_sigint_is_reported_and_restart_fixes_it(nb):
-    nb.execute("%%worker 1\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)")
-    wait_for_state(nb, 1, r"\bbusy\b", timeout=10)
+def test_a_worker_that_ignores_sigint_is_reported_and_restart_fixes_it(nb, tmp_path):
+    ignoring = tmp_path / "ignoring"
+    nb.execute(f"%%worker 1\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+               f"open({str(ignoring)!r}, 'w').close()\ntime.sleep(30)")
+    deadline = time.monotonic() + 10
+    while not ignoring.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ignoring.exists(), "the cell did not get to ignore SIGINT"
     started = time.monotonic()
     report = nb.execute("%workers interrupt 1")
     assert report.status == "ok", report.error_text
