@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ipyworkers import protocol as p
 from ipyworkers.errors import TaskCancelled, TaskFailed
 from ipyworkers.kernel.records import Submission
-from ipyworkers.kernel.scheduler import Scheduler
+from ipyworkers.kernel.scheduler import IDLE_NEWS_SECONDS, Scheduler
 from ipyworkers.kernel.sinks import RecordingSink
 
 
@@ -63,8 +65,21 @@ def test_work_and_idleness_are_told_to_the_other_workers(scheduler, links):
     assert links.of(p.PeerBusy, 2) == [p.PeerBusy(1)]
     effects = scheduler.on_finished(1, finished(task.id, written=["x"], epochs={2: 3}), None)
     assert [e.state for e in effects.endings] == ["done"]
+    assert not links.of(p.PeerIdle, 2), "idle after work that went well: told once it lasts"
+    assert not scheduler.tell_idle_news(time.monotonic())
+    assert scheduler.tell_idle_news(time.monotonic() + IDLE_NEWS_SECONDS)
     (idle,) = links.of(p.PeerIdle, 2)
     assert idle.worker == 1 and idle.epochs == {2: 3} and "#1 ended" in idle.reason
+    scheduler.submit([sub(1, "y = 2", writes={"y"})])
+    assert links.of(p.PeerBusy, 2) == [p.PeerBusy(1), p.PeerBusy(1)]
+
+
+def test_a_worker_between_two_tasks_in_a_row_tells_nobody(scheduler, links):
+    (first,), _ = scheduler.submit([sub(1, "x = 1", writes={"x"})])
+    scheduler.on_finished(1, finished(first.id, written=["x"]), None)
+    scheduler.submit([sub(1, "y = 2", writes={"y"})])
+    assert not scheduler.tell_idle_news(time.monotonic() + IDLE_NEWS_SECONDS)
+    assert not links.of(p.PeerIdle, 2) and links.of(p.PeerBusy, 2) == [p.PeerBusy(1)]
 
 
 def test_a_failure_is_the_idle_reason_and_the_root_of_cancelled_readers(scheduler, links):

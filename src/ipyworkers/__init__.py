@@ -29,7 +29,8 @@ Kernel process (per cluster)
                        a few in flight per worker (``kernel/jobs.py``).
   ipyworkers-map-input-N  reads a map's input when it is a plain iterator, into a
                        bounded buffer.
-  ipyworkers-monitor   polls worker processes for exits and sends heartbeats.
+  ipyworkers-monitor   polls worker processes for exits, sends heartbeats, and tells
+                       workers of a peer idle after work that went well.
   ipyworkers-accept    takes connections on a TCP/TLS listener (one per listener).
   ipyworkers-handshake one per such connection: TLS, the challenge and the hello, so a
                        silent peer holds up no start (ends within ~15 s at most).

@@ -91,6 +91,7 @@ class Cluster:
         self._scheduler.canceller = self.cancel
         self._reports = Reports(self._scheduler, self._supervisor, self.events, self._default_sink)
         self._apply = self._reports.apply
+        self._supervisor.on_tick = self._on_tick
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -444,6 +445,10 @@ class Cluster:
 
     def _on_message(self, worker: int, msg: Any, parts: list) -> None:
         self._reports.on_message(worker, msg, parts)
+
+    def _on_tick(self, now: float) -> None:
+        if self._scheduler.tell_idle_news(now):
+            self._supervisor.pump()
 
     def _on_lost(self, worker: int, reason: str) -> None:
         self._apply(self._scheduler.remove_worker(worker, reason))

@@ -39,6 +39,8 @@ from .records import Effects, Ending, PendingPull, Submission, WorkerProgress
 from .tasks import NO_VALUES, Task
 
 PRUNE_EVERY = 1000
+IDLE_NEWS_SECONDS = 0.05
+"""How long a worker whose last task went well stays idle before the others hear of it."""
 CANCELLED_BY_USER = "it was cancelled"
 
 
@@ -56,6 +58,10 @@ class Scheduler:
         """What ``Task.cancel`` calls (the cluster's ``cancel``)."""
         self._pulls: dict[int, PendingPull] = {}
         self._req_ids = itertools.count(1)
+        self._idle_untold: dict[int, float] = {}
+        """Workers idle after work that went well, and since when, the others not yet told."""
+        self._told_idle: set[int] = set()
+        """Workers the others take for idle (as a new worker takes every other one)."""
 
     # -- workers -------------------------------------------------------------------------
 
@@ -63,12 +69,15 @@ class Scheduler:
         with self.lock:
             self.progress[worker] = WorkerProgress(peer_address)
             self.flow.add_worker(worker)
+            self._told_idle.add(worker)
 
     def remove_worker(self, worker: int, reason: str) -> Effects:
         """Forget a dead or retired worker: its tasks fail, pulls from it fail, others hear of it."""
         effects = Effects()
         with self.lock:
             gone = self.progress.pop(worker, None)
+            self._idle_untold.pop(worker, None)
+            self._told_idle.discard(worker)
             if gone is None:
                 return effects
             running = self.tasks.get(gone.current) if gone.current else self._oldest_dispatched(worker)
@@ -142,7 +151,7 @@ class Scheduler:
         prog = self.progress[worker]
         prog.open += 1
         if prog.open == 1:
-            self._tell_others(worker, p.PeerBusy(worker))
+            self._busy_again(worker)
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
@@ -332,12 +341,43 @@ class Scheduler:
         prog.open = max(0, prog.open - 1)
         prog.last_failed = state != DONE
         if prog.open == 0:
-            self._tell_others(task.worker, p.PeerIdle(task.worker, dict(prog.epochs), prog.last_outcome,
-                                                      prog.last_failed))
+            if prog.last_failed:
+                self._tell_idle(task.worker, prog)
+            else:
+                self._idle_untold[task.worker] = time.monotonic()
+
+    # -- news of idleness, for streams ------------------------------------------------------------
+    #
+    # Workers hear when another one runs out of work or gets some: a stream that waits on a
+    # worker with nothing to run would otherwise wait forever. Only an idle worker whose last
+    # task failed ends a wait, so that news goes at once; the news that a worker is idle after
+    # work that went well goes once it has stayed idle IDLE_NEWS_SECONDS (``tell_idle_news``),
+    # so a worker between two tasks in a row does not cost every other worker two messages.
+
+    def _busy_again(self, worker: int) -> None:
+        if self._idle_untold.pop(worker, None) is None and worker in self._told_idle:
+            self._told_idle.discard(worker)
+            self._tell_others(worker, p.PeerBusy(worker))
+
+    def _tell_idle(self, worker: int, prog: WorkerProgress) -> None:
+        self._idle_untold.pop(worker, None)
+        self._told_idle.add(worker)
+        self._tell_others(worker, p.PeerIdle(worker, dict(prog.epochs), prog.last_outcome, prog.last_failed))
+
+    def tell_idle_news(self, now: float) -> bool:
+        """Tell the others of each worker idle (after work that went well) for long enough;
+        whether anything was posted. The supervisor's monitor thread calls it."""
+        with self.lock:
+            due = [w for w, since in self._idle_untold.items() if now - since >= IDLE_NEWS_SECONDS]
+            for worker in due:
+                prog = self.progress.get(worker)
+                if prog is None or prog.open:
+                    self._idle_untold.pop(worker, None)
+                else:
+                    self._tell_idle(worker, prog)
+            return bool(due)
 
     def _tell_others(self, worker: int, msg: Any) -> None:
-        """Workers hear when another one runs out of work or gets some: a stream that waits
-        on a worker with nothing to run would otherwise wait forever."""
         for other in self.progress:
             if other != worker:
                 self._post(other, msg, ())

@@ -77,6 +77,8 @@ class Supervisor:
                  on_message: Callable[[int, Any, list], None], on_lost: Callable[[int, str], None]):
         self.launcher = launcher
         self.n_workers = n_workers
+        self.on_tick: Callable[[float], None] | None = None
+        """Called on the monitor thread every ``MONITOR_SECONDS``, holding no lock."""
         self.startup_timeout = startup_timeout
         self.colors = colors
         self._on_message = on_message
@@ -449,6 +451,8 @@ class Supervisor:
             self.resources.maybe_sample({h.id: h.pid for h in list(self.handles.values())
                                          if h.state == UP and h.launcher == "local"})
             now = time.monotonic()
+            if self.on_tick is not None:
+                self.on_tick(now)
             if now - last_ping >= PING_SECONDS:
                 last_ping = now
                 self._heartbeat(now)
