@@ -8,8 +8,9 @@ import pytest
 
 from ipyworkers import protocol as p
 from ipyworkers.errors import TaskCancelled, TaskFailed
+from ipyworkers.kernel.peer_news import IDLE_NEWS_SECONDS, PeerNews
 from ipyworkers.kernel.records import Submission
-from ipyworkers.kernel.scheduler import IDLE_NEWS_SECONDS, Scheduler
+from ipyworkers.kernel.scheduler import Scheduler
 from ipyworkers.kernel.sinks import RecordingSink
 
 
@@ -155,3 +156,14 @@ def test_cancelling_a_task_sent_behind_an_unfinished_one_ends_it_at_once(schedul
     assert [(e.task, e.state) for e in effects.endings] == [(queued, "cancelled")]
     assert p.Interrupt(queued.id) in links.of(p.Interrupt, 1), "the worker skips it when it gets there"
     assert scheduler.cancel(busy, links.unpost).endings == [], "the running one is interrupted instead"
+
+
+def test_peer_news_tells_a_failure_at_once_and_a_good_idle_once_it_lasts():
+    news = PeerNews()
+    news.joined(1)
+    assert news.busy(1), "a new worker is taken for idle by the others: its first task is told"
+    assert not news.idle(1, failed=False, now=10.0) and news.due(10.0) == []
+    assert news.due(10.0 + IDLE_NEWS_SECONDS) == [1]
+    assert not news.busy(1), "busy again before the idle news went: nobody hears of either"
+    assert news.idle(1, failed=True, now=11.0), "a failure's idle news goes at once"
+    assert news.due(100.0) == [] and news.busy(1)

@@ -19,7 +19,6 @@ from typing import Any
 from .. import protocol as p
 from ..errors import ClusterError, SerializationError
 from ..plan.analysis import CodeNames
-from ..plan.dataflow import KERNEL
 from ..serialize import dumps_value
 from . import celltasks, maps, members, moves, parallel_cells
 from . import events as ev
@@ -33,6 +32,7 @@ from .records import Submission
 from .reports import Reports
 from .scheduler import Scheduler
 from .sinks import PrintSink, Sink
+from .status import status_rows
 from .supervisor import Supervisor
 from .tasks import Task, TaskGroup
 
@@ -241,19 +241,7 @@ class Cluster:
 
     def status(self) -> list[dict[str, Any]]:
         """A row per worker: id, pid, host, state, current task, queued count, names held."""
-        work = self._scheduler.worker_rows()
-        rows = []
-        for wid in self.member_ids:
-            proc = self._supervisor.row(wid)
-            if proc is None or proc["lost"] or wid not in work:
-                rows.append({"id": wid, "pid": None, "host": "", "state": "dead", "task": None, "queued": 0,
-                             "names": []})
-                continue
-            rows.append({"id": wid, "pid": proc["pid"], "host": proc["host"],
-                         "state": _state(wid, proc, work[wid]), **work[wid], "launcher": proc["launcher"],
-                         "relayed_from": proc["relayed_from"],
-                         **{k: proc.get(k) for k in ("cpu", "rss", "memory_warning")}})
-        return rows
+        return status_rows(self.member_ids, self._scheduler.worker_rows(), self._supervisor.row)
 
     # -- submitting work -----------------------------------------------------------------------
 
@@ -483,16 +471,6 @@ class Cluster:
     def live_workers(self, on: Sequence[int] | None = None) -> list[int]:
         """The live workers among ``on`` (all, if None)."""
         return [w for w in self.check_ids(on, allow_all=on is None) if self._supervisor.alive(w)]
-
-
-def _state(wid: int, proc: dict[str, Any], work: dict[str, Any]) -> str:
-    if proc["unresponsive"]:
-        return f"unresponsive: restart it (%workers restart {wid})"
-    if work["waiting"]:
-        inputs = ", ".join(f"{name} from {'the kernel' if src == KERNEL else f'worker {src}'}"
-                           for name, src in work["waiting"])
-        return f"waiting for {inputs}"
-    return "busy" if work["task_id"] else "idle"
 
 
 @atexit.register

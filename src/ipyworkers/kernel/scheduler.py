@@ -35,12 +35,11 @@ from ..plan.dataflow import (
 )
 from ..serialize import pack_values
 from . import events as ev
+from .peer_news import PeerNews
 from .records import Effects, Ending, PendingPull, Submission, WorkerProgress
 from .tasks import NO_VALUES, Task
 
 PRUNE_EVERY = 1000
-IDLE_NEWS_SECONDS = 0.05
-"""How long a worker whose last task went well stays idle before the others hear of it."""
 CANCELLED_BY_USER = "it was cancelled"
 
 
@@ -58,10 +57,7 @@ class Scheduler:
         """What ``Task.cancel`` calls (the cluster's ``cancel``)."""
         self._pulls: dict[int, PendingPull] = {}
         self._req_ids = itertools.count(1)
-        self._idle_untold: dict[int, float] = {}
-        """Workers idle after work that went well, and since when, the others not yet told."""
-        self._told_idle: set[int] = set()
-        """Workers the others take for idle (as a new worker takes every other one)."""
+        self._news = PeerNews()
 
     # -- workers -------------------------------------------------------------------------
 
@@ -69,15 +65,14 @@ class Scheduler:
         with self.lock:
             self.progress[worker] = WorkerProgress(peer_address)
             self.flow.add_worker(worker)
-            self._told_idle.add(worker)
+            self._news.joined(worker)
 
     def remove_worker(self, worker: int, reason: str) -> Effects:
         """Forget a dead or retired worker: its tasks fail, pulls from it fail, others hear of it."""
         effects = Effects()
         with self.lock:
             gone = self.progress.pop(worker, None)
-            self._idle_untold.pop(worker, None)
-            self._told_idle.discard(worker)
+            self._news.left(worker)
             if gone is None:
                 return effects
             running = self.tasks.get(gone.current) if gone.current else self._oldest_dispatched(worker)
@@ -150,8 +145,8 @@ class Scheduler:
         self.tasks[record.id] = task
         prog = self.progress[worker]
         prog.open += 1
-        if prog.open == 1:
-            self._busy_again(worker)
+        if prog.open == 1 and self._news.busy(worker):
+            self._tell_others(worker, p.PeerBusy(worker))
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
@@ -340,39 +335,24 @@ class Scheduler:
             return
         prog.open = max(0, prog.open - 1)
         prog.last_failed = state != DONE
-        if prog.open == 0:
-            if prog.last_failed:
-                self._tell_idle(task.worker, prog)
-            else:
-                self._idle_untold[task.worker] = time.monotonic()
+        if prog.open == 0 and self._news.idle(task.worker, prog.last_failed, time.monotonic()):
+            self._tell_idle(task.worker, prog)
 
-    # -- news of idleness, for streams ------------------------------------------------------------
-    #
-    # Workers hear when another one runs out of work or gets some: a stream that waits on a
-    # worker with nothing to run would otherwise wait forever. Only an idle worker whose last
-    # task failed ends a wait, so that news goes at once; the news that a worker is idle after
-    # work that went well goes once it has stayed idle IDLE_NEWS_SECONDS (``tell_idle_news``),
-    # so a worker between two tasks in a row does not cost every other worker two messages.
-
-    def _busy_again(self, worker: int) -> None:
-        if self._idle_untold.pop(worker, None) is None and worker in self._told_idle:
-            self._told_idle.discard(worker)
-            self._tell_others(worker, p.PeerBusy(worker))
+    # -- news of idleness, for streams (peer_news.py) ---------------------------------------------
 
     def _tell_idle(self, worker: int, prog: WorkerProgress) -> None:
-        self._idle_untold.pop(worker, None)
-        self._told_idle.add(worker)
+        self._news.told(worker)
         self._tell_others(worker, p.PeerIdle(worker, dict(prog.epochs), prog.last_outcome, prog.last_failed))
 
     def tell_idle_news(self, now: float) -> bool:
         """Tell the others of each worker idle (after work that went well) for long enough;
         whether anything was posted. The supervisor's monitor thread calls it."""
         with self.lock:
-            due = [w for w, since in self._idle_untold.items() if now - since >= IDLE_NEWS_SECONDS]
+            due = self._news.due(now)
             for worker in due:
                 prog = self.progress.get(worker)
                 if prog is None or prog.open:
-                    self._idle_untold.pop(worker, None)
+                    self._news.forget_untold(worker)
                 else:
                     self._tell_idle(worker, prog)
             return bool(due)
