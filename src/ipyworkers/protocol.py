@@ -234,6 +234,9 @@ class Value(NamedTuple):
 @message
 class Pong(NamedTuple):
     seq: int
+    clock: float
+    """The worker's monotonic clock as it answered: with the ping's round trip, it places
+    the worker's clock against the kernel's to within half that round trip."""
 
 
 # -- worker <-> worker ------------------------------------------------------------------------

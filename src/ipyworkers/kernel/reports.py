@@ -46,7 +46,7 @@ class Reports:
             p.Clear: lambda w, m, parts: self._sink_of(m.task).clear(w, m.wait),
             p.StreamStats: self._on_stream_stats,
             p.Value: lambda w, m, parts: scheduler.on_value(m, parts),
-            p.Pong: lambda w, m, parts: supervisor.on_pong(w),
+            p.Pong: lambda w, m, parts: supervisor.on_pong(w, m),
         }
 
     def on_message(self, worker: int, msg: Any, parts: list) -> None:

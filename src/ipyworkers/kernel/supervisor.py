@@ -19,6 +19,7 @@ unresponsive.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -38,6 +39,7 @@ from ..errors import AuthenticationError, WireError, WorkerStartError
 from ..protocol import local_versions
 from . import janitor
 from .acceptor import Acceptor, receive_hello, refuse
+from .clocks import hello_offset, in_kernel_clock, place_clock
 from .launchers import JoinSlot, LaunchContext
 from .links import DROPPED, SENT, Ticket, WorkerLink
 from .relay import Relay
@@ -70,6 +72,9 @@ class WorkerHandle:
     launcher: str = "local"
     clock_offset: float = 0.0
     """Add to a time this worker reports to get the kernel's clock (0 on this host)."""
+    clock_error: float = math.inf
+    """How far ``clock_offset`` may be off, for a worker on another host: half the shortest
+    ping round trip yet (each pong's clock refines it), or unknown (the hello's guess)."""
 
 
 class Supervisor:
@@ -240,6 +245,8 @@ class Supervisor:
                 self.handles[handle.id] = handle
         for handle in handles:
             handle.link.start()
+            if handle.clock_offset:  # another host's clock: place it now, not at the first heartbeat
+                self._ping(handle, time.monotonic())
         return handles
 
     def _launch(self, launcher: Any, ids: list[int], ctx: LaunchContext, started: dict[int, Any]) -> None:
@@ -317,7 +324,7 @@ class Supervisor:
         if isinstance(process, JoinSlot):
             process.pid, process.host = hello.pid, hello.host
         link = WorkerLink(wid, conn, self._on_worker_message, self._on_link_closed)
-        offset = 0.0 if conn.local_host is None else time.monotonic() - hello.clock
+        offset = 0.0 if conn.local_host is None else hello_offset(time.monotonic(), hello.clock)
         return WorkerHandle(wid, process, link, hello.pid, hello.host, hello.peer_address, launcher=kind,
                             clock_offset=offset)
 
@@ -381,17 +388,21 @@ class Supervisor:
         handle = self.handles.get(wid)
         return handle is not None and handle.last_pong >= since
 
-    def on_pong(self, wid: int) -> None:
+    def on_pong(self, wid: int, pong: p.Pong) -> None:
         handle = self.handles.get(wid)
         if handle is not None:
-            handle.last_pong = time.monotonic()
+            now = time.monotonic()
+            if handle.clock_offset and handle.ping_sent is not None:
+                handle.clock_offset, handle.clock_error = place_clock(handle.clock_offset, handle.clock_error,
+                                                                      handle.ping_sent, now, pong.clock)
+            handle.last_pong = now
             handle.ping_sent = None
             handle.unresponsive = False
 
     def _on_worker_message(self, wid: int, msg: Any, parts: list) -> None:
         handle = self.handles.get(wid)
-        if handle is not None and handle.clock_offset and type(msg) in _TIMES:
-            msg = _shift(msg, handle.clock_offset)
+        if handle is not None and handle.clock_offset:
+            msg = in_kernel_clock(msg, handle.clock_offset)
         if isinstance(msg, p.Relay):
             self.relay.request(wid, msg)
         elif not (isinstance(msg, p.Value) and self.relay.answer(msg, parts)):
@@ -482,18 +493,6 @@ class Supervisor:
                 "unresponsive": handle.unresponsive and handle.state == UP, "launcher": handle.launcher,
                 "address": handle.peer_address, "relayed_from": sorted(self.relay.routes.get(wid, ())),
                 **self.resources.figures(wid)}
-
-
-_TIMES: dict[type, tuple[str, ...]] = {p.Started: ("at",), p.Unrun: ("at",), p.Fetched: ("t0", "t1"),
-                                        p.Finished: ("t0", "t1"), p.StreamStats: ("t0", "t1"), p.Value: ("info",)}
-
-
-def _shift(msg: Any, offset: float) -> Any:
-    """A remote worker's monotonic clock is its own: its times, in the kernel's clock
-    (offset taken at its hello; off by the hello's one-way delay, well under a ms on a LAN)."""
-    if isinstance(msg, p.Value) and (msg.status != "ok" or not isinstance(msg.info, float)):
-        return msg
-    return msg._replace(**{name: getattr(msg, name) + offset for name in _TIMES[type(msg)]})
 
 
 def _claim(hello: p.Hello, waiting: dict[int, Any]) -> int | None:

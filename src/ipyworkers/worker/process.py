@@ -78,7 +78,7 @@ class Worker:
             p.Get: lambda msg, parts: self.values.answer(self.conn, msg),
             p.Peers: self._on_peers,
             p.Value: lambda msg, parts: self.fetcher.relayed(msg, parts),
-            p.Ping: lambda msg, parts: self.emit(p.Pong(msg.seq)),
+            p.Ping: lambda msg, parts: self.emit(p.Pong(msg.seq, time.monotonic())),
             p.PeerIdle: lambda msg, parts: self.channels.on_peer_idle(msg.worker, msg.epochs, msg.reason, msg.failed),
             p.PeerBusy: lambda msg, parts: self.channels.on_peer_busy(msg.worker),
             p.PeerLost: lambda msg, parts: self.channels.on_peer_lost(msg.worker, msg.reason),
