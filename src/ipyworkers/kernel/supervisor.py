@@ -40,6 +40,7 @@ from ..protocol import local_versions
 from . import janitor
 from .acceptor import Acceptor, receive_hello, refuse
 from .clocks import hello_offset, in_kernel_clock, place_clock
+from .credential_files import CredentialFiles
 from .launchers import JoinSlot, LaunchContext
 from .links import DROPPED, SENT, Ticket, WorkerLink
 from .relay import Relay
@@ -51,7 +52,6 @@ STOP_GRACE = 1.0
 MONITOR_SECONDS = 0.2
 PING_SECONDS = 1.0
 UNRESPONSIVE_SECONDS = 2.0
-CREDENTIALS_DIR = "~/.ipyworkers"
 UP, LOST, STOPPING = "up", "lost", "stopping"
 
 
@@ -91,7 +91,7 @@ class Supervisor:
         self.handles: dict[int, WorkerHandle] = {}
         self._posted: set[WorkerLink] = set()
         self.max_id = 0
-        self.credentials_dir = CREDENTIALS_DIR
+        self.credential_files = CredentialFiles()
         self._lock = threading.Lock()
         self._key = b""
         self.runtime_dir: Path | None = None
@@ -99,7 +99,6 @@ class Supervisor:
         self._network: dict[tuple[str, str], wire.Listener] = {}
         self._acceptors: dict[int, Acceptor] = {}
         self._session: tls.Session | None = None
-        self._credential_files: list[str] = []
         self._janitor: Any = None
         self.relay = Relay(self.post, self.alive)
         self._spawner: ThreadPoolExecutor | None = None
@@ -140,7 +139,7 @@ class Supervisor:
         for handle in handles:
             handle.process.terminate(grace=STOP_GRACE)
             handle.link.close()
-        self._drop_credentials()
+        self.credential_files.drop()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(timeout=2)
         if self._spawner is not None:
@@ -191,24 +190,6 @@ class Supervisor:
             self._session = tls.new_session(self._key)
         return self._session.coordinator if coordinator else self._session.worker
 
-    def _write_credentials(self, creds: tls.Credentials, address: str) -> str:
-        folder = os.path.expanduser(self.credentials_dir)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        path = os.path.join(folder, f"session-{os.getpid()}-{secrets.token_hex(6)}.cred")
-        creds.write(path, address)
-        self._credential_files.append(path)
-        with open(self.runtime_dir / "cleanup", "a") as listed:
-            listed.write(path + "\n")
-        return path
-
-    def _drop_credentials(self) -> None:
-        for path in self._credential_files:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self._credential_files.clear()
-
     # -- starting workers ---------------------------------------------------------------------
 
     def next_ids(self, count: int) -> list[int]:
@@ -225,7 +206,7 @@ class Supervisor:
             self._key)
         ctx = LaunchContext(listener.address, creds, self.runtime_dir, self.colors, self.max_id,
                             secrets.token_hex(8), advertise=getattr(launcher, "advertise", None))
-        ctx.write_credentials = lambda: self._write_credentials(creds, ctx.connect_address())
+        ctx.write_credentials = lambda: self.credential_files.write(creds, ctx.connect_address(), self.runtime_dir)
         started: dict[int, Any] = {}
         acceptor = self._acceptors.get(id(listener))
         if acceptor is not None:
