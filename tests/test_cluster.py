@@ -16,6 +16,7 @@ from ipyworkers import Cluster, ClusterError, RemoteError, TaskCancelled, TaskFa
 from ipyworkers.kernel import events as ev
 from ipyworkers.kernel.launchers import LocalLauncher
 from ipyworkers.kernel.sinks import RecordingSink
+from polling import wait_until
 
 
 def intervals(cluster: Cluster, tasks) -> list[tuple[float, float]]:
@@ -96,7 +97,7 @@ def test_syntax_error_comes_back_with_its_line(cluster):
 def test_interrupt_stops_the_code_and_the_worker_keeps_its_variables(cluster):
     cluster.run("kept = 'still here'", on=1, block=True)
     task = cluster.run("import time\nwhile True:\n    time.sleep(0.05)", on=1)
-    _wait_until(lambda: task.state == "running")
+    wait_until(lambda: task.state == "running")
     assert cluster.interrupt(1) == {1: "interrupted"}
     task.wait(10)
     assert isinstance(task.error, RemoteError) and task.error.ename == "KeyboardInterrupt"
@@ -190,7 +191,7 @@ def test_stop_takes_down_processes_started_by_user_code():
         assert psutil.pid_exists(pid)
     finally:
         cluster.stop()
-    _wait_until(lambda: not _alive(pid))
+    wait_until(lambda: not _alive(pid))
 
 
 def test_stop_kills_a_worker_that_ignores_the_polite_request():
@@ -222,7 +223,7 @@ def test_workers_exit_when_their_kernel_is_killed(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         parent.stdout.close()
-    _wait_until(lambda: not any(_alive(p) for p in pids), timeout=10)
+    wait_until(lambda: not any(_alive(p) for p in pids), timeout=10)
 
 
 # -- dataflow between workers ----------------------------------------------------------------------
@@ -336,14 +337,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
 
 def test_a_failed_cell_keeps_what_it_bound_before_the_error(cluster):
     failing = cluster.run("values = [1, 2, 0]\nratios = [1 / v for v in values]", on=1)
@@ -394,9 +387,7 @@ def test_task_cancel_drops_a_queued_task_and_interrupts_a_running_one(cluster):
 
 def test_an_interrupted_cell_traceback_ends_in_the_users_code(cluster):
     task = cluster.run("import time\ntime.sleep(30)", on=1)
-    deadline = time.monotonic() + 10
-    while task.state != "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: task.state == "running", what="the cell running")
     time.sleep(0.2)
     task.cancel()
     task.wait(10)

@@ -18,15 +18,7 @@ import pytest
 from ipyworkers import Cluster, ClusterError, RemoteError, TaskCancelled, TaskFailed
 from ipyworkers.kernel.launchers import LocalLauncher
 from ipyworkers.kernel.sinks import RecordingSink
-
-
-def _wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)
-    return time.monotonic() - started
+from polling import wait_until
 
 
 def _pid(cluster: Cluster, wid: int) -> int:
@@ -167,7 +159,7 @@ def test_workers_and_their_children_die_with_a_killed_parent_even_in_c_code(tmp_
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         parent.stdout.close()
-    waited = _wait_until(lambda: all(_gone(p) for p in pids), timeout=10, what="workers and child gone")
+    waited = wait_until(lambda: all(_gone(p) for p in pids), timeout=10, what="workers and child gone")
     assert waited < 2.5, f"took {waited:.1f} s"
 
 
@@ -177,7 +169,7 @@ def test_workers_and_their_children_die_with_a_killed_parent_even_in_c_code(tmp_
 def test_a_task_waiting_for_its_inputs_shows_it_and_can_be_interrupted(cluster):
     producer = cluster.run("import time\ntime.sleep(30)\nx = 1", on=1)
     reader = cluster.run("y = x + 1", on=2)
-    _wait_until(lambda: cluster.status()[1]["state"] == "waiting for x from worker 1", what="waiting state")
+    wait_until(lambda: cluster.status()[1]["state"] == "waiting for x from worker 1", what="waiting state")
     assert cluster.interrupt(2) == {2: "interrupted"}
     reader.wait(10)
     assert isinstance(reader.error, TaskCancelled) and "interrupted while waiting for its inputs" in str(reader.error)
@@ -188,7 +180,7 @@ def test_a_task_waiting_for_its_inputs_shows_it_and_can_be_interrupted(cluster):
 
 def test_a_stopped_worker_is_unresponsive_and_an_interrupt_says_so(cluster):
     task = cluster.run("import time\ntime.sleep(60)", on=1)
-    _wait_until(lambda: task.state == "running")
+    wait_until(lambda: task.state == "running")
     pid = _pid(cluster, 1)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -196,7 +188,7 @@ def test_a_stopped_worker_is_unresponsive_and_an_interrupt_says_so(cluster):
         report = cluster.interrupt(1)
         assert time.monotonic() - started < 3.0
         assert "unresponsive" in report[1] and "%workers restart 1" in report[1]
-        _wait_until(lambda: cluster.status()[0]["state"].startswith("unresponsive"), timeout=5, what="unresponsive")
+        wait_until(lambda: cluster.status()[0]["state"].startswith("unresponsive"), timeout=5, what="unresponsive")
         assert cluster.run("worker_id", on=2, block=True).result == 2
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -207,13 +199,13 @@ def test_a_stopped_worker_is_unresponsive_and_an_interrupt_says_so(cluster):
 def test_a_task_that_replaced_the_interrupt_handler_does_not_disable_interrupts_for_the_next(cluster):
     cluster.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)", on=1, block=True)
     task = cluster.run("import time\ntime.sleep(30)", on=1)
-    _wait_until(lambda: task.state == "running")
+    wait_until(lambda: task.state == "running")
     assert cluster.interrupt(1) == {1: "interrupted"}
 
 
 def test_interrupting_code_that_ignores_sigint_reports_that_it_did_not_stop(cluster):
     task = cluster.run("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)", on=1)
-    _wait_until(lambda: task.state == "running")
+    wait_until(lambda: task.state == "running")
     report = cluster.interrupt(1)
     assert "did not stop" in report[1] and "%workers restart 1" in report[1]
     assert not task.done()
@@ -247,7 +239,7 @@ def test_an_interrupted_start_stops_every_process_it_started():
         time.sleep(5)
     timer.cancel()
     assert not cluster.running
-    _wait_until(lambda: not [c for c in me.children(recursive=True) if "ipyworkers.worker" in " ".join(c.cmdline())],
+    wait_until(lambda: not [c for c in me.children(recursive=True) if "ipyworkers.worker" in " ".join(c.cmdline())],
                 timeout=5, what="no worker left")
     assert not [c for c in me.children() if c.status() == psutil.STATUS_ZOMBIE]
 

@@ -20,6 +20,7 @@ from ipyworkers.kernel.cluster import max_workers
 from ipyworkers.notebook.magics import _uncommented
 from ipyworkers.notebook.tables import StatusTable
 from kernel_session import CellResult, KernelSession, plain
+from polling import wait_until
 
 # -- in-process ---------------------------------------------------------------------------------
 
@@ -257,10 +258,7 @@ def test_a_worker_that_ignores_sigint_is_reported_and_restart_fixes_it(nb, tmp_p
     ignoring = tmp_path / "ignoring"
     nb.execute(f"%%worker 1\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                f"open({str(ignoring)!r}, 'w').close()\ntime.sleep(30)")
-    deadline = time.monotonic() + 10
-    while not ignoring.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ignoring.exists(), "the cell did not get to ignore SIGINT"
+    wait_until(ignoring.exists, what="the cell ignoring SIGINT")
     started = time.monotonic()
     report = nb.execute("%workers interrupt 1")
     assert report.status == "ok", report.error_text

@@ -18,6 +18,7 @@ from ipyworkers.kernel.sinks import RecordingSink
 from ipyworkers.notebook.svg import html_page, render_svg
 from ipyworkers.notebook.timeline import TimelineModel, summary_line
 from kernel_session import plain
+from polling import wait_until
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))
@@ -57,7 +58,7 @@ def test_a_copy_stores_its_writes_under_the_shared_version_so_others_can_fetch_t
         (version,) = {cluster.flow.latest["k"]}
         assert cluster.who_has(["k"])["k"]["holders"] == [1, 2]
         cluster.run("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", on=1).wait(10)
-        _wait_until(lambda: 1 not in cluster.worker_ids)
+        wait_until(lambda: 1 not in cluster.worker_ids)
         task = cluster.run("k * 6", on=3)
         assert task.wait(10).result == 42
         assert ("k", 2, 3) in transfers(cluster)
@@ -256,9 +257,3 @@ def _src() -> str:
     return str(Path(__file__).resolve().parent.parent / "src")
 
 
-def _wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
