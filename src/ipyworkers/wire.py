@@ -49,6 +49,8 @@ HANDSHAKE_LIMIT = 256
 MAX_PARTS = 1 << 20
 SOCKET_BUFFER = 4 << 20
 IOV_MAX = 512
+SMALL_FRAME = 16 << 10
+"""A frame up to this size is copied into one write: cheaper than gathering its parts."""
 LARGE_BUFFER = 1 << 20
 READ_BUFFER = 1 << 18
 NONCE_BYTES = 32
@@ -98,11 +100,19 @@ def _flat(part: Any) -> memoryview:
 
 
 def send_frame(sock: socket.socket, parts: Sequence[Any]) -> None:
-    """Send ``parts`` as one frame with scatter/gather writes (no joining)."""
+    """Send ``parts`` as one frame: a small one joined into one write (a lone record, as
+    most control frames are, checked first and cheapest), a large one with scatter/gather
+    writes (no copying)."""
+    if len(parts) == 1 and type(parts[0]) is bytes and len(parts[0]) <= SMALL_FRAME:
+        sock.sendall(b"".join((COUNT.pack(1), LENGTH.pack(len(parts[0])), parts[0])))
+        return
     views = [_flat(p) for p in parts]
     header = COUNT.pack(len(views)) + b"".join(LENGTH.pack(v.nbytes) for v in views)
     if isinstance(sock, ssl.SSLSocket):
         _send_tls(sock, header, views)
+        return
+    if sum(v.nbytes for v in views) <= SMALL_FRAME:
+        sock.sendall(b"".join((header, *views)))
         return
     pending = [memoryview(header), *(v for v in views if v.nbytes)]
     while pending:
@@ -178,12 +188,15 @@ class FrameReader:
     def frame(self, limit: int | None = None) -> list[bytearray | mmap.mmap]:
         """One frame; refused before anything is allocated if it announces more than
         ``limit`` bytes (or more parts than ``limit`` could hold)."""
-        (count,) = COUNT.unpack(self._take(COUNT.size))
+        self._fill(COUNT.size)
+        (count,) = COUNT.unpack_from(self.buf, self.start)
+        self.start += COUNT.size
         max_parts = MAX_PARTS if limit is None else max(1, limit // LENGTH.size)
         if count > max_parts:
             raise FrameError(f"frame announces {count} parts (limit {max_parts})")
-        raw = self._take(LENGTH.size * count)
-        lengths = [LENGTH.unpack_from(raw, i * LENGTH.size)[0] for i in range(count)]
+        self._fill(LENGTH.size * count)
+        lengths = [LENGTH.unpack_from(self.buf, self.start + i * LENGTH.size)[0] for i in range(count)]
+        self.start += LENGTH.size * count
         if limit is not None and sum(lengths) > limit:
             raise FrameError(f"frame announces {sum(lengths)} bytes (limit {limit})")
         return [self._read(size) for size in lengths]
@@ -337,7 +350,7 @@ class Connection:
             raise ConnectionClosed(str(exc)) from exc
         if not parts:
             raise FrameError("empty frame")
-        self.bytes_received += sum(len(p) for p in parts)
+        self.bytes_received += sum(map(len, parts))
         try:
             return protocol.unpack(pickle.loads(parts[0])), parts[1:]
         except Exception as exc:

@@ -41,7 +41,7 @@ class Ticket:
         self.msg = msg
         self.parts = parts
         self.state = QUEUED
-        self.small = sum(memoryview(part).nbytes for part in parts) <= PUMP_LIMIT
+        self.small = not parts or sum(memoryview(part).nbytes for part in parts) <= PUMP_LIMIT
 
 
 class WorkerLink:
