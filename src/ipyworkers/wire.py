@@ -99,20 +99,30 @@ def _flat(part: Any) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
+def joined_frame(parts: Sequence[Any], limit: int | None = SMALL_FRAME) -> bytes | None:
+    """The frame of ``parts`` as one bytes object, if its parts hold at most ``limit`` bytes
+    (a lone record, as most control frames are, is checked first and cheapest)."""
+    if len(parts) == 1 and type(parts[0]) is bytes:
+        if limit is not None and len(parts[0]) > limit:
+            return None
+        return b"".join((COUNT.pack(1), LENGTH.pack(len(parts[0])), parts[0]))
+    views = [_flat(p) for p in parts]
+    if limit is not None and sum(v.nbytes for v in views) > limit:
+        return None
+    return b"".join((COUNT.pack(len(views)), *(LENGTH.pack(v.nbytes) for v in views), *views))
+
+
 def send_frame(sock: socket.socket, parts: Sequence[Any]) -> None:
-    """Send ``parts`` as one frame: a small one joined into one write (a lone record, as
-    most control frames are, checked first and cheapest), a large one with scatter/gather
-    writes (no copying)."""
-    if len(parts) == 1 and type(parts[0]) is bytes and len(parts[0]) <= SMALL_FRAME:
-        sock.sendall(b"".join((COUNT.pack(1), LENGTH.pack(len(parts[0])), parts[0])))
+    """Send ``parts`` as one frame: a small one joined into one write, a large one with
+    scatter/gather writes (no copying)."""
+    joined = joined_frame(parts)
+    if joined is not None:
+        sock.sendall(joined)
         return
     views = [_flat(p) for p in parts]
     header = COUNT.pack(len(views)) + b"".join(LENGTH.pack(v.nbytes) for v in views)
     if isinstance(sock, ssl.SSLSocket):
         _send_tls(sock, header, views)
-        return
-    if sum(v.nbytes for v in views) <= SMALL_FRAME:
-        sock.sendall(b"".join((header, *views)))
         return
     pending = [memoryview(header), *(v for v in views if v.nbytes)]
     while pending:
@@ -339,6 +349,33 @@ class Connection:
             except OSError as exc:
                 if isinstance(exc, WireError):
                     raise
+                raise ConnectionClosed(str(exc)) from exc
+
+    @property
+    def writes_without_waiting(self) -> bool:
+        """Whether ``try_send`` may be used (not over TLS, whose writes cannot be cut short)."""
+        return not isinstance(self.sock, ssl.SSLSocket)
+
+    def try_send(self, msg: Any, parts: Sequence[Any] = ()) -> memoryview | None:
+        """Write a frame only as far as the socket takes it at once: None once all of it is
+        written, else what is left, which must go out by ``send_rest`` before any other
+        frame. The frame is copied whole first, so keep it small."""
+        frame = joined_frame([pickle.dumps(protocol.pack(msg), protocol=5), *parts], limit=None)
+        with self._send_lock:
+            try:
+                sent = self.sock.send(frame, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from exc
+        return None if sent == len(frame) else memoryview(frame)[sent:]
+
+    def send_rest(self, rest: memoryview) -> None:
+        """Finish a frame ``try_send`` began."""
+        with self._send_lock:
+            try:
+                self.sock.sendall(rest)
+            except OSError as exc:
                 raise ConnectionClosed(str(exc)) from exc
 
     def recv(self) -> tuple[Any, list]:
