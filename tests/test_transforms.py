@@ -1,9 +1,10 @@
-"""The worker's cell transformer gives exactly what IPython's own gives."""
+"""The cell transformer of the kernel's analysis and the workers' shells gives exactly what
+IPython's own gives."""
 
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from ipyworkers.worker.transforms import PlainCellTransformer
+from ipyworkers.transforms import PlainCellTransformer
 
 CELLS = [
     "1",

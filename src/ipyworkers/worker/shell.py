@@ -16,7 +16,7 @@ def make_shell(runner: Any, namespace: dict[str, Any], colors: str) -> Any:
     from traitlets import Instance
     from traitlets.config import Config
 
-    from .transforms import PlainCellTransformer
+    from ..transforms import PlainCellTransformer
 
     class ForwardingDisplayPublisher(DisplayPublisher):
         def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):

@@ -1,8 +1,9 @@
 """IPython's input transformations, without tokenizing a cell that holds no IPython syntax.
 
 IPython turns ``%magic``, ``!cmd``, ``x?`` and the autocall escapes into Python before it
-runs a cell. Finding them means tokenizing the whole cell (for a one-line cell, some 35 µs of
-a 210 µs run; more for a longer one), yet most cells are plain Python.
+runs a cell, in a worker's shell, and the kernel does the same before it analyses one
+(``kernel/code.py``). Finding them means tokenizing the whole cell (for a one-line cell,
+some 35 µs of a 210 µs run; more for a longer one), yet most cells are plain Python.
 """
 
 from __future__ import annotations
