@@ -8,6 +8,7 @@ Medians; on a shared machine, compare the ratios of one run, not absolute times.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import statistics
@@ -37,6 +38,13 @@ def ipyworkers_startup(n: int, repeat: int) -> tuple[float, float]:
 def ipyworkers_round_trip(repeat: int) -> float:
     with Cluster(1, default_sink=RecordingSink()) as cluster:
         return median_time(lambda: cluster.run("1", on=1, block=True), repeat)
+
+
+def ipyworkers_new_cell_round_trip(repeat: int) -> float:
+    """A three-line cell never run before, each time: no cache on either side helps."""
+    count = itertools.count()
+    with Cluster(1, default_sink=RecordingSink()) as cluster:
+        return median_time(lambda: cluster.run(f"x = {next(count)}\ny = x + 1\ny", on=1, block=True), repeat)
 
 
 def ipyworkers_submit_round_trip(repeat: int) -> float:
@@ -131,11 +139,12 @@ def main() -> None:
     ready2, first2 = ipyworkers_startup(2, 7)
     ready4, first4 = ipyworkers_startup(4, 7)
     api_rt = ipyworkers_round_trip(args.repeat)
+    new_cell_rt = ipyworkers_new_cell_round_trip(args.repeat)
     submit_rt = ipyworkers_submit_round_trip(args.repeat)
     magic_rt, magic_cell, plain_cell = ipyworkers_magic_round_trip(args.repeat)
     numbers = {
         "ipyworkers": {"ready2": ready2, "first2": first2, "ready4": ready4, "first4": first4,
-                       "api_rt": api_rt, "submit_rt": submit_rt,
+                       "api_rt": api_rt, "new_cell_rt": new_cell_rt, "submit_rt": submit_rt,
                        "magic_rt": magic_rt, "magic_cell": magic_cell, "plain_cell": plain_cell},
     }
     if have("distributed"):
@@ -154,6 +163,7 @@ def main() -> None:
         row("4 workers ready", "ready4"),
         row("4 workers ready + first result from each", "first4"),
         row("trivial task round trip, Python API", "api_rt"),
+        row("new three-line cell each time, Python API", "new_cell_rt"),
         row("function call round trip, submit(fn).result (Dask: client.submit)", "submit_rt"),
         row("trivial task round trip, %%worker --block in the kernel", "magic_rt"),
     ]))

@@ -13,7 +13,8 @@ The house, by the process that runs each part:
 * ``worker/``: the worker process, ``python -m ipyworkers.worker``.
 * ``notebook/``: magics, cell outputs, the dashboard and timeline.
 * ``wire.py`` (Unix, TCP and TLS links), ``tls.py`` (a CA per session, credentials
-  files), ``protocol.py``, ``serialize.py``, ``errors.py``: shared by both sides.
+  files), ``protocol.py``, ``serialize.py``, ``errors.py``, ``transforms.py`` (IPython's
+  cell syntax into Python): shared by both sides.
 
 Threads, each with one owner and one job:
 

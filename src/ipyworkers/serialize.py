@@ -46,6 +46,8 @@ def loads_value(name: str, parts: Sequence[Any], where: str) -> Any:
 
 def pack_values(values: dict[str, list[Any]]) -> tuple[list[tuple[str, int]], list[Any]]:
     """Flatten {name: parts} into (index, parts) for one frame."""
+    if not values:
+        return [], []
     index, parts = [], []
     for name, value_parts in values.items():
         index.append((name, len(value_parts)))

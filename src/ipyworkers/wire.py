@@ -49,6 +49,8 @@ HANDSHAKE_LIMIT = 256
 MAX_PARTS = 1 << 20
 SOCKET_BUFFER = 4 << 20
 IOV_MAX = 512
+SMALL_FRAME = 16 << 10
+"""A frame up to this size is copied into one write: cheaper than gathering its parts."""
 LARGE_BUFFER = 1 << 20
 READ_BUFFER = 1 << 18
 NONCE_BYTES = 32
@@ -97,8 +99,26 @@ def _flat(part: Any) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
+def joined_frame(parts: Sequence[Any], limit: int | None = SMALL_FRAME) -> bytes | None:
+    """The frame of ``parts`` as one bytes object, if its parts hold at most ``limit`` bytes
+    (a lone record, as most control frames are, is checked first and cheapest)."""
+    if len(parts) == 1 and type(parts[0]) is bytes:
+        if limit is not None and len(parts[0]) > limit:
+            return None
+        return b"".join((COUNT.pack(1), LENGTH.pack(len(parts[0])), parts[0]))
+    views = [_flat(p) for p in parts]
+    if limit is not None and sum(v.nbytes for v in views) > limit:
+        return None
+    return b"".join((COUNT.pack(len(views)), *(LENGTH.pack(v.nbytes) for v in views), *views))
+
+
 def send_frame(sock: socket.socket, parts: Sequence[Any]) -> None:
-    """Send ``parts`` as one frame with scatter/gather writes (no joining)."""
+    """Send ``parts`` as one frame: a small one joined into one write, a large one with
+    scatter/gather writes (no copying)."""
+    joined = joined_frame(parts)
+    if joined is not None:
+        sock.sendall(joined)
+        return
     views = [_flat(p) for p in parts]
     header = COUNT.pack(len(views)) + b"".join(LENGTH.pack(v.nbytes) for v in views)
     if isinstance(sock, ssl.SSLSocket):
@@ -178,12 +198,15 @@ class FrameReader:
     def frame(self, limit: int | None = None) -> list[bytearray | mmap.mmap]:
         """One frame; refused before anything is allocated if it announces more than
         ``limit`` bytes (or more parts than ``limit`` could hold)."""
-        (count,) = COUNT.unpack(self._take(COUNT.size))
+        self._fill(COUNT.size)
+        (count,) = COUNT.unpack_from(self.buf, self.start)
+        self.start += COUNT.size
         max_parts = MAX_PARTS if limit is None else max(1, limit // LENGTH.size)
         if count > max_parts:
             raise FrameError(f"frame announces {count} parts (limit {max_parts})")
-        raw = self._take(LENGTH.size * count)
-        lengths = [LENGTH.unpack_from(raw, i * LENGTH.size)[0] for i in range(count)]
+        self._fill(LENGTH.size * count)
+        lengths = [LENGTH.unpack_from(self.buf, self.start + i * LENGTH.size)[0] for i in range(count)]
+        self.start += LENGTH.size * count
         if limit is not None and sum(lengths) > limit:
             raise FrameError(f"frame announces {sum(lengths)} bytes (limit {limit})")
         return [self._read(size) for size in lengths]
@@ -328,6 +351,33 @@ class Connection:
                     raise
                 raise ConnectionClosed(str(exc)) from exc
 
+    @property
+    def writes_without_waiting(self) -> bool:
+        """Whether ``try_send`` may be used (not over TLS, whose writes cannot be cut short)."""
+        return not isinstance(self.sock, ssl.SSLSocket)
+
+    def try_send(self, msg: Any, parts: Sequence[Any] = ()) -> memoryview | None:
+        """Write a frame only as far as the socket takes it at once: None once all of it is
+        written, else what is left, which must go out by ``send_rest`` before any other
+        frame. The frame is copied whole first, so keep it small."""
+        frame = joined_frame([pickle.dumps(protocol.pack(msg), protocol=5), *parts], limit=None)
+        with self._send_lock:
+            try:
+                sent = self.sock.send(frame, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from exc
+        return None if sent == len(frame) else memoryview(frame)[sent:]
+
+    def send_rest(self, rest: memoryview) -> None:
+        """Finish a frame ``try_send`` began."""
+        with self._send_lock:
+            try:
+                self.sock.sendall(rest)
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from exc
+
     def recv(self) -> tuple[Any, list]:
         try:
             parts = self._reader.frame()
@@ -337,7 +387,7 @@ class Connection:
             raise ConnectionClosed(str(exc)) from exc
         if not parts:
             raise FrameError("empty frame")
-        self.bytes_received += sum(len(p) for p in parts)
+        self.bytes_received += sum(map(len, parts))
         try:
             return protocol.unpack(pickle.loads(parts[0])), parts[1:]
         except Exception as exc:

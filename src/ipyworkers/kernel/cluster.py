@@ -452,6 +452,8 @@ class Cluster:
     def check_ids(self, ids: Iterable[int] | int | None, allow_all: bool = True) -> list[int]:
         """Validate worker ids: every one must name a worker of this cluster (and, where
         work is sent, a live one)."""
+        if type(ids) is int and ids in self._members and self._supervisor.alive(ids):
+            return [ids]  # the common case, checked without building lists
         known = self.member_ids if self._members else list(range(1, self._initial + 1))
         if ids is None:
             if not allow_all:

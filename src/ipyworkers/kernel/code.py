@@ -20,11 +20,11 @@ def names_of(code: str) -> CodeNames:
 def transform(code: str) -> str:
     """IPython's own cell transforms (magics, ``!cmd``), so analysis sees Python."""
     try:
-        from IPython.core.inputtransformer2 import TransformerManager
+        from ..transforms import PlainCellTransformer
     except ImportError:
         return code
     try:
-        return TransformerManager().transform_cell(code)
+        return PlainCellTransformer().transform_cell(code)
     except Exception:
         return code
 

@@ -34,9 +34,10 @@ the timeline keeps (``timeline.MAX_BARS``), yet at some 350 bytes an event (a qu
 carries the first lines of its code) the log stays under 20 MB however long the session."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """One thing that happened. Slotted: the log holds tens of thousands of them."""
+    """One thing that happened; never changed once recorded. Slotted, and not frozen (a
+    frozen dataclass costs three times as much to make): the log holds tens of thousands."""
     kind: str
     time: float
     worker: int | None = None
@@ -78,7 +79,10 @@ class EventLog:
 
     def record(self, kind: str, *, worker: int | None = None, task: int | None = None,
                at: float | None = None, **data: Any) -> Event:
-        event = Event(kind, time.monotonic() if at is None else at, worker, task, data)
+        return self.add(Event(kind, time.monotonic() if at is None else at, worker, task, data))
+
+    def add(self, event: Event) -> Event:
+        kind, task = event.kind, event.task
         with self._lock:
             self.recorded += 1
             if len(self._events) == self.max_events:

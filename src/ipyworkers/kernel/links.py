@@ -7,8 +7,10 @@ stays free to be interrupted), and a frame is always written whole or not at all
 
 One frame is written at a time, in the order posted. A thread that posted small frames
 may write them itself once it holds no lock (``pump``), when no one else is writing: a
-small task then goes out without waiting for the sender thread to wake. Large frames are
-always left to the sender thread, so no caller blocks on a big write.
+small task then goes out without waiting for the sender thread to wake. It writes only
+what the socket takes at once (a stopped worker's full socket blocks no poster, and so
+no notebook); the sender thread finishes the frame. Large frames are always left to the
+sender thread, so no caller blocks on a big write.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ wake-up whose poster did not pump goes out late, never not at all."""
 class Ticket:
     """One posted frame; ``state`` moves queued -> sending -> sent (or dropped)."""
 
-    __slots__ = ("msg", "parts", "state", "small")
+    __slots__ = ("msg", "parts", "state", "small", "rest")
 
     def __init__(self, msg: Any, parts: Sequence[Any]):
         self.msg = msg
         self.parts = parts
         self.state = QUEUED
-        self.small = sum(memoryview(part).nbytes for part in parts) <= PUMP_LIMIT
+        self.small = not parts or sum(memoryview(part).nbytes for part in parts) <= PUMP_LIMIT
+        self.rest: memoryview | None = None
+        """What a pumping thread could not write at once; the sender thread finishes it."""
 
 
 class WorkerLink:
@@ -104,15 +108,18 @@ class WorkerLink:
 
     def pump(self) -> None:
         """Write queued small frames from this thread if no one is writing (call it holding
-        no lock)."""
+        no lock). It never waits on the socket: a frame the socket does not take whole at
+        once is left, begun, to the sender thread, so a stopped worker blocks no poster."""
+        pumping = self.conn.writes_without_waiting
         while True:
             with self._cond:
-                if self._writing or self._closing or not self._outbox or not self._outbox[0].small:
+                if (not pumping or self._writing or self._closing or not self._outbox
+                        or not self._outbox[0].small):
                     if self._outbox and not self._writing:
                         self._cond.notify()
                     return
                 ticket = self._take_locked()
-            if not self._write(ticket):
+            if not self._try_write(ticket):
                 return
 
     def _take_locked(self) -> Ticket:
@@ -123,17 +130,41 @@ class WorkerLink:
 
     def _write(self, ticket: Ticket) -> bool:
         try:
-            self.conn.send(ticket.msg, ticket.parts)
+            if ticket.rest is not None:
+                self.conn.send_rest(ticket.rest)
+            else:
+                self.conn.send(ticket.msg, ticket.parts)
         except WireError as exc:
-            ticket.state = DROPPED
-            self._done_writing()
-            self._drop_all()
-            log.debug("link to worker %d broke while sending: %s", self.worker, exc)
-            return False
+            return self._broken(ticket, exc)
+        return self._sent(ticket)
+
+    def _try_write(self, ticket: Ticket) -> bool:
+        """Write without waiting; False if the frame went back, begun, to the sender thread."""
+        try:
+            rest = self.conn.try_send(ticket.msg, ticket.parts)
+        except WireError as exc:
+            return self._broken(ticket, exc)
+        if rest is None:
+            return self._sent(ticket)
+        with self._cond:
+            ticket.rest, ticket.small = rest, False
+            self._outbox.appendleft(ticket)  # still SENDING: no other frame may go before it ends
+            self._writing = False
+            self._cond.notify()
+        return False
+
+    def _sent(self, ticket: Ticket) -> bool:
         ticket.state = SENT
-        ticket.parts = ()
+        ticket.parts, ticket.rest = (), None
         self._done_writing()
         return True
+
+    def _broken(self, ticket: Ticket, exc: WireError) -> bool:
+        ticket.state = DROPPED
+        self._done_writing()
+        self._drop_all()
+        log.debug("link to worker %d broke while sending: %s", self.worker, exc)
+        return False
 
     def _done_writing(self) -> None:
         with self._cond:

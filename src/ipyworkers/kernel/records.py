@@ -3,10 +3,12 @@ submits, and the ``Effects`` it hands back to be carried out outside its lock.""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import Event
 from .tasks import Task
 
 
@@ -25,7 +27,7 @@ class WorkerProgress:
     last_failed: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Ending:
     task: Task
     state: str
@@ -36,17 +38,18 @@ class Ending:
     """Set for a task that never said it started (a short function call): its start time."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Effects:
     """What the caller does once the lock is released."""
 
     endings: list[Ending] = field(default_factory=list)
     notes: list[tuple[Task, str]] = field(default_factory=list)
-    events: list[tuple[str, dict]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     pulls: list[tuple[Future, Any]] = field(default_factory=list)
 
-    def event(self, kind: str, **data: Any) -> None:
-        self.events.append((kind, data))
+    def event(self, kind: str, *, worker: int | None = None, task: int | None = None, at: float | None = None,
+              **data: Any) -> None:
+        self.events.append(Event(kind, time.monotonic() if at is None else at, worker, task, data))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -96,8 +96,10 @@ class Scheduler:
 
     # -- submission ----------------------------------------------------------------------
 
-    def kernel_sources(self, names: Iterable[str]) -> list[str]:
+    def kernel_sources(self, names: Collection[str]) -> list[str]:
         """Of ``names``, those whose current value the kernel would provide."""
+        if not names:
+            return []
         with self.lock:
             out = []
             for name in names:
@@ -150,11 +152,9 @@ class Scheduler:
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
-        grouping = {"items": sub.items, "cell": sub.cell, "function": (sub.call or {}).get("name")}
-        extra = {key: value for key, value in grouping.items() if value}  # what the timeline groups bars by
-        effects.event(ev.TASK_QUEUED, worker=worker, task=record.id, label=sub.label,
-                      code="\n".join((sub.code or sub.note).strip("\n").splitlines()[:4]),
-                      reads=sorted(sub.reads), writes=sorted(record.writes), at=task.submitted_at, **extra)
+        effects.events.append(ev.Event(ev.TASK_QUEUED, task.submitted_at, worker, record.id, _queued_data(sub, record)))
+        if not record.deps:
+            return task
         problem = self._kernel_problem(record, sub.kernel_values)
         if problem is not None:
             self.flow.finished(record.id, False, f"task #{record.id} could not start ({problem})")
@@ -418,8 +418,10 @@ class Scheduler:
             raise NameError(f"name {name!r} is not defined on any worker")
         return version
 
-    def defined(self, names: Iterable[str]) -> frozenset[str]:
+    def defined(self, names: Collection[str]) -> frozenset[str]:
         """Of ``names``, those some task or kernel cell has bound (builtins rebound, say)."""
+        if not names:
+            return frozenset()
         with self.lock:
             return frozenset(n for n in names if n in self.flow.latest)
 
@@ -482,3 +484,17 @@ class Scheduler:
         run, the oldest dispatched task is the one the worker is on."""
         ids = [r.id for r in self.flow.unfinished([worker]) if r.state == DISPATCHED]
         return self.tasks.get(min(ids)) if ids else None
+
+
+def _queued_data(sub: Submission, record: TaskRecord) -> dict[str, Any]:
+    """What the timeline shows of a queued task, and groups its bars by."""
+    code = sub.code or sub.note
+    data = {"label": sub.label, "code": "\n".join(code.strip("\n").splitlines()[:4]) if "\n" in code else code,
+            "reads": sorted(sub.reads), "writes": sorted(record.writes)}
+    if sub.items:
+        data["items"] = sub.items
+    if sub.cell:
+        data["cell"] = sub.cell
+    if sub.call and sub.call.get("name"):
+        data["function"] = sub.call["name"]
+    return data

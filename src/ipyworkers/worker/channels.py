@@ -346,6 +346,8 @@ class Channels:
     def _sync(self, dests: set[int]) -> None:
         """Wait until each of ``dests`` has taken in all this worker streamed to it (its answer
         to ``ChanSync`` comes after them), or its link is lost, or ``SYNC_TIMEOUT``."""
+        if not dests:
+            return
         mine = set()
         for dest in sorted(dests):
             token = next(sync_tokens)

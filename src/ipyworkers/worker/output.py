@@ -92,7 +92,8 @@ class TaskStream:
     def send_buffered(self, wait: bool = True) -> None:
         """Send everything buffered now. With ``wait=False`` (the flush thread), return at
         once if another thread is sending: that thread takes the buffer anyway."""
-        self._send(whole_lines=False, wait=wait)
+        if self._buffer or self._sending.locked():  # nothing buffered, nothing on its way: nothing to wait for
+            self._send(whole_lines=False, wait=wait)
 
     def _send(self, whole_lines: bool, wait: bool = True) -> None:
         if not self._sending.acquire(blocking=wait):

@@ -146,24 +146,29 @@ class TaskRunner:
             self._unrun(run, "it was cancelled before it started", root)
             return
         try:
-            try:
-                values, undefined = self._gather(run, parts)
-            except InputUnavailable as exc:
-                self._unrun(run, str(exc), exc.root)
-                return
-            except SerializationError as exc:
-                self._unrun(run, str(exc), None)
-                return
-            except KeyboardInterrupt:
-                root = f"task #{run.task} on worker {self.worker.id} was interrupted while waiting for its inputs"
-                self._unrun(run, "interrupted while waiting for its inputs", root)
-                return
-            self.worker.namespace.install(values, undefined, run.deps)
-            payload = unpack_values(run.payload, parts[len(parts) - sum(c for _, c in run.payload):])
-            self._run(run, payload)
+            payload = self._take_inputs(run, parts) if run.deps or run.payload else {}
+            if payload is not None:
+                self._run(run, payload)
         finally:
             with self._lock:
                 self.current, self.interruptible = None, False
+
+    def _take_inputs(self, run: p.Run, parts: list) -> dict[str, list] | None:
+        """Install the task's inputs here and return its payload; None if it cannot run."""
+        try:
+            values, undefined = self._gather(run, parts)
+        except InputUnavailable as exc:
+            self._unrun(run, str(exc), exc.root)
+            return None
+        except SerializationError as exc:
+            self._unrun(run, str(exc), None)
+            return None
+        except KeyboardInterrupt:
+            root = f"task #{run.task} on worker {self.worker.id} was interrupted while waiting for its inputs"
+            self._unrun(run, "interrupted while waiting for its inputs", root)
+            return None
+        self.worker.namespace.install(values, undefined, run.deps)
+        return unpack_values(run.payload, parts[len(parts) - sum(c for _, c in run.payload):])
 
     def _gather(self, run: p.Run, parts: list) -> tuple[dict[str, Any], set[str]]:
         """The task's inputs as {name: value}, and the names that must be undefined."""
@@ -236,9 +241,9 @@ class TaskRunner:
         value_parts: list = []
         if error is None and run.want_result and result is not None and result.result is not None:
             value_parts = self._result_parts(result.result)
-        namespace.record_outcome(_version(run), outcome)
         self.worker.emit(p.Finished(run.task, started, time.monotonic(), error, sizes, missing, written,
                                     channels.epochs_sent()), value_parts)
+        namespace.record_outcome(_version(run), outcome)  # peers waiting on it wait on this worker, not the kernel
 
     def _run_call(self, run: p.Run, payload: dict[str, list]) -> None:
         """A function call: no namespace, no streams; ``Started`` only if it runs long."""

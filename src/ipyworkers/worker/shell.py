@@ -13,7 +13,10 @@ def make_shell(runner: Any, namespace: dict[str, Any], colors: str) -> Any:
     from IPython.core.displayhook import DisplayHook
     from IPython.core.displaypub import DisplayPublisher
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets import Instance
     from traitlets.config import Config
+
+    from ..transforms import PlainCellTransformer
 
     class ForwardingDisplayPublisher(DisplayPublisher):
         def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
@@ -40,6 +43,7 @@ def make_shell(runner: Any, namespace: dict[str, Any], colors: str) -> Any:
     class WorkerShell(InteractiveShell):
         displayhook_class = ForwardingDisplayHook
         display_pub_class = ForwardingDisplayPublisher
+        input_transformer_manager = Instance(PlainCellTransformer, ())
 
         def _showtraceback(self, etype, evalue, stb):
             runner.note_error(etype, evalue, stb)
