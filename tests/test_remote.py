@@ -21,7 +21,7 @@ import time
 import pytest
 
 import netns
-from ipyworkers import Cluster, tls, wire
+from ipyworkers import Cluster, addressing, tls, wire
 from ipyworkers import protocol as p
 from ipyworkers.errors import AuthenticationError, WorkerStartError
 from ipyworkers.kernel import events as ev
@@ -293,7 +293,7 @@ def test_wrong_credentials_are_refused_before_anything_is_unpickled(tls_listener
         creds = other.worker
     unpickled = []
     monkeypatch.setattr(wire.pickle, "loads", lambda *a, **k: unpickled.append(a) or p.Ping(0))
-    address = wire.format_address("tls", hosts.bridge_ip, listener.port)
+    address = addressing.format_address("tls", hosts.bridge_ip, listener.port)
     if who == "no certificate":
         address = address.replace("tls://", "tcp://")
     client = _attempt(hosts, address, creds, tmp_path)
@@ -365,9 +365,9 @@ def test_listener_address_and_port_zero():
     listener = wire.Listener("tcp://127.0.0.1:0", key)
     try:
         assert listener.port and listener.address == f"tcp://127.0.0.1:{listener.port}"
-        assert wire.parse_address(listener.address) == ("tcp", ("127.0.0.1", listener.port))
-        assert wire.parse_address("tls://[::1]:5") == ("tls", ("::1", 5))
-        assert wire.parse_address("unix:///tmp/x") == ("unix", "/tmp/x") == wire.parse_address("/tmp/x")
+        assert addressing.parse_address(listener.address) == ("tcp", ("127.0.0.1", listener.port))
+        assert addressing.parse_address("tls://[::1]:5") == ("tls", ("::1", 5))
+        assert addressing.parse_address("unix:///tmp/x") == ("unix", "/tmp/x") == addressing.parse_address("/tmp/x")
         with pytest.raises(ValueError, match="needs the session's TLS"):
             wire.connect(listener.address.replace("tcp", "tls"), key)
     finally:

@@ -12,9 +12,9 @@ The house, by the process that runs each part:
   by joining), ``relay.py`` passes values between workers that cannot reach each other.
 * ``worker/``: the worker process, ``python -m ipyworkers.worker``.
 * ``notebook/``: magics, cell outputs, the dashboard and timeline.
-* ``wire.py`` (Unix, TCP and TLS links), ``tls.py`` (a CA per session, credentials
-  files), ``protocol.py``, ``serialize.py``, ``errors.py``, ``transforms.py`` (IPython's
-  cell syntax into Python): shared by both sides.
+* ``wire.py`` (Unix, TCP and TLS links), ``addressing.py`` (their address strings),
+  ``tls.py`` (a CA per session, credentials files), ``protocol.py``, ``serialize.py``,
+  ``errors.py``, ``transforms.py`` (IPython's cell syntax into Python): shared by both sides.
 
 Threads, each with one owner and one job:
 

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import protocol
+from .addressing import family, format_address, parse_address
 from .errors import AuthenticationError, ConnectionClosed, FrameError, WireError
 
 log = logging.getLogger("ipyworkers.wire")
@@ -57,7 +58,6 @@ NONCE_BYTES = 32
 HANDSHAKE_SECONDS = 10.0
 TLS_COALESCE = 64 << 10
 KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
-SCHEMES = ("unix", "tcp", "tls")
 
 _CHALLENGE = b"ipyworkers-challenge"
 _RESPONSE = b"ipyworkers-response"
@@ -258,49 +258,6 @@ def authenticate(sock: socket.socket, reader: FrameReader, key: bytes, *, server
 
 
 
-# -- addresses --------------------------------------------------------------------------------
-
-
-def parse_address(address: str) -> tuple[str, Any]:
-    """``(scheme, target)``: ``("unix", path)`` or ``("tcp"|"tls", (host, port))``."""
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        return "unix", address
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown address scheme {scheme!r} in {address!r} (use unix://, tcp:// or tls://)")
-    if scheme == "unix":
-        return "unix", rest
-    return scheme, split_host_port(rest, address)
-
-
-def split_host_port(text: str, whole: str | None = None) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port``; the port is required."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"{whole or text!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
-def host_and_port(text: str, default_port: int) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``V6`` or ``[V6]:PORT`` (the port is optional)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":")
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, ""
-    return host, int(port) if port else default_port
-
-
-def format_address(scheme: str, host: str, port: int) -> str:
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
 # -- connections -------------------------------------------------------------------------
 
 
@@ -450,7 +407,7 @@ class Listener:
         if scheme == "unix":
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         else:
-            self._sock = socket.socket(_family(target[0]), socket.SOCK_STREAM)
+            self._sock = socket.socket(family(target[0]), socket.SOCK_STREAM)
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind(target)

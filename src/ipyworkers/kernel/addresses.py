@@ -68,7 +68,7 @@ def default_host() -> str:
 def advertised(bound: str, port: int, override: str | None, host: str | None = None) -> tuple[str, int]:
     """The host and port to hand out for a listener bound to ``bound``:``port``."""
     if override:
-        from ..wire import host_and_port
+        from ..addressing import host_and_port
 
         return host_and_port(override, port)
     if bound not in ("0.0.0.0", "::", ""):

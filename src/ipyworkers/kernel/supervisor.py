@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import addressing, tls, wire
 from .. import protocol as p
-from .. import tls, wire
 from ..errors import AuthenticationError, WireError, WorkerStartError
 from ..protocol import local_versions
 from . import janitor
@@ -172,9 +172,9 @@ class Supervisor:
         listen = launcher.listen or "0.0.0.0:0"
         listener = self._network.get((scheme, listen))
         if listener is None:
-            host, port = wire.split_host_port(listen if ":" in listen else f"{listen}:0")
+            host, port = addressing.split_host_port(listen if ":" in listen else f"{listen}:0")
             creds = self.credentials(launcher.insecure, coordinator=True)
-            listener = wire.Listener(wire.format_address(scheme, host, port), self._key,
+            listener = wire.Listener(addressing.format_address(scheme, host, port), self._key,
                                      backlog=64, tls=creds.context(server=True))
             self._network[(scheme, listen)] = listener
             self._acceptors[id(listener)] = Acceptor(listener)

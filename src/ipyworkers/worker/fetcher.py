@@ -19,8 +19,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from .. import addressing, wire
 from .. import protocol as p
-from .. import wire
 from ..errors import ChannelError, WireError
 
 log = logging.getLogger("ipyworkers.worker")
@@ -60,7 +60,7 @@ class PeerClient:
         if self.broken is not None or self._conn is not None:
             return
         try:
-            if self.worker.conn.local_host is not None and wire.parse_address(self.address)[0] == "unix":
+            if self.worker.conn.local_host is not None and addressing.parse_address(self.address)[0] == "unix":
                 raise OSError("it listens on a Unix socket on another host")
             tls = self.worker.peer_tls if self.address.startswith("tls://") else None
             self._conn = wire.connect(self.address, self.worker.key, timeout=PEER_CONNECT_SECONDS, tls=tls)

@@ -29,8 +29,8 @@ import threading
 import time
 from typing import Any
 
+from .. import addressing, wire
 from .. import protocol as p
-from .. import wire
 from ..errors import WireError
 from ..tls import Credentials
 from .channels import Channels
@@ -303,10 +303,10 @@ def _peer_listener(args: argparse.Namespace, conn: wire.Connection, creds: Crede
         return wire.Listener(path, creds.key), path
     scheme = "tls" if creds.secure else "tcp"
     bind = args.peer_listen or ("[::]:0" if local_host and ":" in local_host else "0.0.0.0:0")
-    host, port = wire.split_host_port(bind)
-    listener = wire.Listener(wire.format_address(scheme, host, port), creds.key, tls=creds.context(server=True))
-    host, port = wire.host_and_port(args.peer_advertise or local_host or socket.gethostname(), listener.port)
-    return listener, wire.format_address(scheme, host, port)
+    host, port = addressing.split_host_port(bind)
+    listener = wire.Listener(addressing.format_address(scheme, host, port), creds.key, tls=creds.context(server=True))
+    host, port = addressing.host_and_port(args.peer_advertise or local_host or socket.gethostname(), listener.port)
+    return listener, addressing.format_address(scheme, host, port)
 
 
 def _welcome(conn: wire.Connection) -> p.Welcome:

@@ -55,13 +55,13 @@ class LaunchContext:
 
     def connect_address(self, host: str | None = None) -> str:
         """The address for workers on ``host`` (None: any host) to connect to."""
-        from ... import wire
+        from ... import addressing
 
-        scheme, target = wire.parse_address(self.address)
+        scheme, target = addressing.parse_address(self.address)
         if scheme == "unix":
             return self.address
         name, port = addresses.advertised(target[0], target[1], self.advertise, host)
-        return wire.format_address(scheme, name, port)
+        return addressing.format_address(scheme, name, port)
 
     def credentials_file(self) -> str:
         if self.credentials_path is None:
