@@ -277,6 +277,11 @@ def tune(sock: socket.socket) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
+def _record(msg: Any) -> bytes:
+    """A frame's first part: the typed record, pickled (its values travel as raw parts)."""
+    return pickle.dumps(protocol.pack(msg), protocol=5)
+
+
 class Connection:
     """An authenticated link carrying ``protocol`` records plus raw byte parts.
 
@@ -299,7 +304,7 @@ class Connection:
         return self.sock.getsockname()[0]
 
     def send(self, msg: Any, parts: Sequence[Any] = ()) -> None:
-        head = pickle.dumps(protocol.pack(msg), protocol=5)
+        head = _record(msg)
         with self._send_lock:
             try:
                 send_frame(self.sock, [head, *parts])
@@ -317,7 +322,7 @@ class Connection:
         """Write a frame only as far as the socket takes it at once: None once all of it is
         written, else what is left, which must go out by ``send_rest`` before any other
         frame. The frame is copied whole first, so keep it small."""
-        frame = joined_frame([pickle.dumps(protocol.pack(msg), protocol=5), *parts], limit=None)
+        frame = joined_frame([_record(msg), *parts], limit=None)
         with self._send_lock:
             try:
                 sent = self.sock.send(frame, socket.MSG_DONTWAIT)

@@ -452,19 +452,17 @@ class Cluster:
     def check_ids(self, ids: Iterable[int] | int | None, allow_all: bool = True) -> list[int]:
         """Validate worker ids: every one must name a worker of this cluster (and, where
         work is sent, a live one)."""
-        if type(ids) is int and ids in self._members and self._supervisor.alive(ids):
-            return [ids]  # the common case, checked without building lists
-        known = self.member_ids if self._members else list(range(1, self._initial + 1))
+        known = self._members or range(1, self._initial + 1)  # sorted only where shown
         if ids is None:
             if not allow_all:
                 raise ClusterError("name at least one worker")
-            return known
+            return sorted(known)
         values = [ids] if isinstance(ids, int) else list(ids)
         if not values:
             raise ClusterError("name at least one worker")
         bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or v not in known]
         if bad:
-            raise ClusterError(f"no worker {bad[0]!r}: this cluster has workers {members.ranges(known)}")
+            raise ClusterError(f"no worker {bad[0]!r}: this cluster has workers {members.ranges(sorted(known))}")
         dead = [v for v in values if not self._supervisor.alive(v)]
         if dead and not allow_all:
             raise ClusterError(f"worker {dead[0]} is dead: restart it first (%workers restart {dead[0]})")

@@ -76,10 +76,10 @@ class Reports:
     def apply(self, effects: Effects) -> None:
         """Carry out what the scheduler decided, with its lock released. Its events are
         recorded before its frames go out: a task may end before this thread goes on."""
-        add = self._events.add
         for event in effects.events:
-            add(event)
+            self._events.add(event)
         self._supervisor.pump()
+        record = self._events.record
         for task, text in effects.notes:
             task.sink.note(task.worker, text)
         for end in effects.endings:
@@ -89,10 +89,10 @@ class Reports:
             elif error is not None:
                 task.sink.note(task.worker, str(error))
             if end.started is not None:
-                add(ev.Event(ev.TASK_STARTED, end.started, task.worker, task.id, {}))
+                record(ev.TASK_STARTED, worker=task.worker, task=task.id, at=end.started)
             at = end.at if end.at is not None else time.monotonic()
-            add(ev.Event(_END_EVENTS[end.state], at, task.worker, task.id,
-                         {"error": None if error is None else str(error)}))
+            record(_END_EVENTS[end.state], worker=task.worker, task=task.id, at=at,
+                   error=None if error is None else str(error))
             task._finish(end.state, end.result, error, at)  # last: it wakes the waiter
         for future, error in effects.pulls:
             if not future.done():

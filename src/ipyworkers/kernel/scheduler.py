@@ -152,7 +152,7 @@ class Scheduler:
         if record.id % PRUNE_EVERY == 0:
             for gone in self.flow.prune():
                 self.tasks.pop(gone, None)
-        effects.events.append(ev.Event(ev.TASK_QUEUED, task.submitted_at, worker, record.id, _queued_data(sub, record)))
+        effects.event(ev.TASK_QUEUED, worker=worker, task=record.id, at=task.submitted_at, **_queued_data(sub, record))
         if not record.deps:
             return task
         problem = self._kernel_problem(record, sub.kernel_values)
